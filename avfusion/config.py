@@ -1,0 +1,43 @@
+"""Project-wide constants and small frozen configs (floor 1: imports nothing of ours).
+
+Conventions (DESIGN.md): audio is 16 kHz mono float32 in [-1, 1]; pitch is MIDI 21 (A0) … 108
+(C8), key index = MIDI − 21; times are seconds (float) outside tensors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SAMPLE_RATE_HZ: int = 16_000
+"""Sample rate of every audio signal that avfusion stores or models (Hz)."""
+
+MIDI_MIN: int = 21
+"""Lowest piano key, A0 (MIDI pitch)."""
+MIDI_MAX: int = 108
+"""Highest piano key, C8 (MIDI pitch)."""
+N_KEYS: int = MIDI_MAX - MIDI_MIN + 1
+"""Number of piano keys (88)."""
+
+SUSTAIN_CC: int = 64
+"""MIDI controller number of the sustain (damper) pedal."""
+SUSTAIN_ON_THRESHOLD: int = 64
+"""CC64 values at or above this count as pedal down (MIDI convention)."""
+
+SOUNDFONTS: dict[str, Path] = {
+    "fluidr3": Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"),
+    "timgm6mb": Path("/usr/share/sounds/sf2/TimGM6mb.sf2"),
+    "musescore": Path("/usr/share/sounds/sf3/MuseScore_General_Full.sf3"),
+}
+"""The three Debian soundfonts, by explicit path (default-GM links move between machines)."""
+
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+
+SPLIT_SOUNDFONTS: dict[str, tuple[str, ...]] = {
+    "train": ("fluidr3", "timgm6mb"),
+    "validation": ("fluidr3", "timgm6mb"),
+    "test": ("musescore",),
+}
+"""Soundfonts each split renders with: the test split's piano is never heard in training."""
+
+PIANO_PROGRAMS: tuple[int, ...] = (0, 1)
+"""General MIDI acoustic-piano presets used for rendering (0 Acoustic Grand, 1 Bright Acoustic)."""

@@ -1,0 +1,1 @@
+"""Synthetic audio-visual piano corpus: music, audio and keyboard-video rendering."""
