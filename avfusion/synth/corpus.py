@@ -247,7 +247,10 @@ def build_corpus(
 
 
 def _collect(
-    results: Iterable[tuple[str, float, str | None]], report: CorpusReport, bar: Any, log: Callable[[str], None]
+    results: Iterable[tuple[str, float, str | None]],
+    report: CorpusReport,
+    bar: Any,
+    log: Callable[[str], None],
 ) -> None:
     """Tally worker results into the report; name each skipped source as it happens."""
     for piece_id, duration_s, error in results:
@@ -256,7 +259,9 @@ def _collect(
             report.rendered_s += duration_s
         else:
             report.skipped.append((piece_id, error))
-            bar.write(f"skipped {piece_id}: {error}") if not bar.disable else log(f"skipped {piece_id}: {error}")
+            bar.write(f"skipped {piece_id}: {error}") if not bar.disable else log(
+                f"skipped {piece_id}: {error}"
+            )
         bar.update(1)
         bar.set_postfix(audio_s=f"{report.rendered_s:.0f}", skipped=len(report.skipped))
 

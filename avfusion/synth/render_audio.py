@@ -83,52 +83,106 @@ def draw_audio_params(
     )
 
 
-def _fluidsynth_stereo(
-    notes: Notes, n_samples: int, params: AudioParams, gain: float
+@dataclass(frozen=True)
+class SynthEvent:
+    """One FluidSynth event: a note on (velocity > 0) or off (velocity 0) or, with
+    ``pitch = -1``, a CC64 value, on a MIDI channel at ``time_s`` seconds."""
+
+    time_s: float
+    channel: int
+    pitch: int
+    value: int
+
+
+def notes_to_events(notes: Notes, channel: int = 0) -> list[SynthEvent]:
+    """Note-on, note-off and CC64 events of a performance on one channel."""
+    events = [SynthEvent(n.onset_s, channel, n.pitch, n.velocity) for n in notes.notes]
+    events += [SynthEvent(n.offset_s, channel, n.pitch, 0) for n in notes.notes]
+    events += [SynthEvent(p.time_s, channel, -1, p.value) for p in notes.pedal]
+    return events
+
+
+def fluidsynth_render(
+    events: list[SynthEvent],
+    n_samples: int,
+    soundfont: str | Path,
+    programs: dict[int, tuple[int, int]],
+    *,
+    gain: float = 0.6,
+    reverb: tuple[float, float] = (0.2, 0.2),
+    sample_rate_hz: int = RENDER_RATE_HZ,
 ) -> np.ndarray:
-    """Play the notes and CC64 events through FluidSynth. Returns int16 (n_samples, 2)."""
+    """Play events through FluidSynth, offline, sample-accurately (to its 64-sample blocks).
+
+    Args:
+        events: what to play; at equal times note-offs come before pedal and note-ons.
+        n_samples: length of the result; later events are dropped.
+        soundfont: an .sf2/.sf3 file.
+        programs: channel -> (bank, General MIDI program); channel 9 is drums with bank 128.
+        gain: FluidSynth master gain.
+        reverb: FluidSynth reverb (room size, level), each 0..1.
+    Returns:
+        int16 array, shape (n_samples, 2), stereo.
+    Raises:
+        FileNotFoundError / ValueError: the soundfont is missing or cannot be loaded.
+    """
     import fluidsynth  # loads libfluidsynth; not at import time
 
-    path = Path(params.soundfont_path)
+    path = Path(soundfont)
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: soundfont not found (run `make setup` for the Debian soundfonts)"
         )
-    synth = fluidsynth.Synth(gain=gain, samplerate=float(RENDER_RATE_HZ))
+    synth = fluidsynth.Synth(gain=gain, samplerate=float(sample_rate_hz))
     try:
         sfid = synth.sfload(str(path))
         if sfid < 0:
             raise ValueError(f"{path}: FluidSynth cannot load this soundfont")
-        synth.program_select(0, sfid, 0, params.program)
-        synth.set_reverb(
-            roomsize=params.reverb_room_size, damping=0.4, width=0.8, level=params.reverb_level
+        for channel, (bank, program) in programs.items():
+            synth.program_select(channel, sfid, bank, program)
+        synth.set_reverb(roomsize=reverb[0], damping=0.4, width=0.8, level=reverb[1])
+        order = sorted(
+            events,
+            key=lambda e: (
+                round(e.time_s * sample_rate_hz),
+                0 if e.value == 0 and e.pitch >= 0 else 1 if e.pitch < 0 else 2,
+            ),
         )
-        synth.set_chorus_level(0.0) if hasattr(synth, "set_chorus_level") else None
-        events: list[tuple[int, int, int, int]] = []  # (sample, order, kind/pitch, value)
-        for n in notes.notes:
-            events.append((round(n.onset_s * RENDER_RATE_HZ), 2, n.pitch, n.velocity))
-            events.append((round(n.offset_s * RENDER_RATE_HZ), 0, n.pitch, 0))  # offs first
-        for ev in notes.pedal:
-            events.append((round(ev.time_s * RENDER_RATE_HZ), 1, -1, ev.value))
-        events.sort()
         chunks: list[np.ndarray] = []
         done = 0
-        for sample, _, pitch, value in events:
-            sample = min(sample, n_samples)
+        for ev in order:
+            sample = min(round(ev.time_s * sample_rate_hz), n_samples)
             if sample > done:
                 chunks.append(synth.get_samples(sample - done))
                 done = sample
-            if pitch < 0:
-                synth.cc(0, SUSTAIN_CC, value)
-            elif value > 0:
-                synth.noteon(0, pitch, value)
+            if ev.pitch < 0:
+                synth.cc(ev.channel, SUSTAIN_CC, ev.value)
+            elif ev.value > 0:
+                synth.noteon(ev.channel, ev.pitch, ev.value)
             else:
-                synth.noteoff(0, pitch)
+                synth.noteoff(ev.channel, ev.pitch)
         if n_samples > done:
             chunks.append(synth.get_samples(n_samples - done))
     finally:
         synth.delete()
     return np.concatenate(chunks).reshape(-1, 2)
+
+
+def fluidsynth_float(
+    events: list[SynthEvent],
+    n_samples: int,
+    soundfont: str | Path,
+    programs: dict[int, tuple[int, int]],
+    reverb: tuple[float, float],
+) -> np.ndarray:
+    """:func:`fluidsynth_render` as float32 stereo (n_samples, 2) in [-1, 1), rendered again
+    at half the gain whenever FluidSynth's int16 output clipped."""
+    gain = 0.6
+    while True:
+        stereo = fluidsynth_render(events, n_samples, soundfont, programs, gain=gain, reverb=reverb)
+        if np.abs(stereo.astype(np.int32)).max() < 32767 or gain < 0.05:
+            return stereo.astype(np.float32) / 32768.0
+        gain /= 2
 
 
 def render_audio(notes: Notes, duration_s: float, params: AudioParams) -> np.ndarray:
@@ -146,13 +200,10 @@ def render_audio(notes: Notes, duration_s: float, params: AudioParams) -> np.nda
     import audiomentations as am
 
     n_render = round(duration_s * RENDER_RATE_HZ)
-    gain = 0.6
-    while True:  # FluidSynth writes int16: render again, quieter, if it clipped
-        stereo = _fluidsynth_stereo(notes, n_render, params, gain)
-        if np.abs(stereo.astype(np.int32)).max() < 32767 or gain < 0.05:
-            break
-        gain /= 2
-    x = stereo.astype(np.float32) / 32768.0
+    reverb = (params.reverb_room_size, params.reverb_level)
+    x = fluidsynth_float(
+        notes_to_events(notes), n_render, params.soundfont_path, {0: (0, params.program)}, reverb
+    )
     mono = params.left_weight * x[:, 0] + (1 - params.left_weight) * x[:, 1]
     eq = am.Compose(
         [
