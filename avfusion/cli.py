@@ -26,12 +26,14 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         make_preview(folder, png)
         print(f"wrote {png}")
         return 0
-    if args.hours is None:
-        raise ValueError("give --hours H (corpus), --from-midi FILE or --preview ID")
+    if args.hours is None and not args.midi_dir:
+        raise ValueError(
+            "give --hours H (corpus), --midi-dir DIR, --from-midi FILE or --preview ID"
+        )
     from avfusion.synth.corpus import CorpusConfig, build_corpus, folder_size_bytes
 
     config = CorpusConfig(
-        hours=args.hours,
+        hours=args.hours or 0.0,
         seed=args.seed,
         size_px=(args.width, args.height),
         midi_dir=str(args.midi_dir) if args.midi_dir else None,
@@ -48,7 +50,10 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         f"synth speed: {speed:.2f} s of performance per s per worker ({rep.workers} workers, {rep.wall_s:.0f} s)"
     )
     if rep.missing_keys:
-        print(f"keys never played: {rep.missing_keys}")
+        shown = (
+            rep.missing_keys if len(rep.missing_keys) <= 12 else f"{len(rep.missing_keys)} of 88"
+        )
+        print(f"keys never played: {shown}")
     print(f"skipped pieces: {len(rep.skipped)}")
     return 0
 
@@ -146,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--midi-dir",
         type=Path,
-        help="make the corpus from the MIDI files in this folder instead of music21",
+        help="make the corpus from the MIDI files in this folder (one performance each, played as written) instead of music21",
     )
     p.add_argument(
         "--from-midi",

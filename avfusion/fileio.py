@@ -33,12 +33,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise OSError(f"{path}: cannot write in {folder}: {exc.strerror}") from exc
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
     try:
         yield tmp
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:

@@ -106,17 +106,27 @@ def plan_corpus(config: CorpusConfig) -> list[PerformanceSpec]:
     root of their number of works, so that 1300 Palestrina masses do not drown Chopin), then a
     work. Excerpt lengths are uniform in [min_excerpt_s, max_excerpt_s] until ``hours`` are
     planned.
+
+    With ``midi_dir``, every MIDI file of the folder is one performance, played whole as
+    written, its split a stable hash of its file name; ``hours`` is not used.
     """
-    rng = np.random.default_rng([config.seed, 7919])
     if config.midi_dir:
-        sources = _midi_sources(Path(config.midi_dir))
-        by_split = {s: {"midi": [p for p in sources if _midi_split(p) == s]} for s in SPLITS}
-        etude_share, kind = 0.0, "midi"
-    else:
-        by_split = {s: defaultdict(list) for s in SPLITS}
-        for p in list_corpus_pieces():
-            by_split[piece_split(p, SPLIT_FRACTIONS)][piece_composer(p)].append(p)
-        etude_share, kind = config.etude_share, "corpus"
+        return [
+            PerformanceSpec(
+                piece_id=f"{i:05d}-{_slug(path)}",
+                split=_midi_split(path),
+                kind="midi",
+                source=path,
+                seed=int(np.random.SeedSequence([config.seed, i]).generate_state(1)[0]),
+                target_s=0.0,
+                camera="test" if _midi_split(path) == "test" else "train",
+            )
+            for i, path in enumerate(_midi_sources(Path(config.midi_dir)))
+        ]
+    rng = np.random.default_rng([config.seed, 7919])
+    by_split: dict[str, dict[str, list[str]]] = {s: defaultdict(list) for s in SPLITS}
+    for p in list_corpus_pieces():
+        by_split[piece_split(p, SPLIT_FRACTIONS)][piece_composer(p)].append(p)
     specs: list[PerformanceSpec] = []
     total = 0.0
     while total < config.hours * 3600:
@@ -124,15 +134,13 @@ def plan_corpus(config: CorpusConfig) -> list[PerformanceSpec]:
         split = SPLITS[int(rng.choice(3, p=SPLIT_FRACTIONS))]
         target = float(rng.uniform(config.min_excerpt_s, config.max_excerpt_s))
         groups = {k: v for k, v in by_split[split].items() if v}
-        if kind == "midi" and not groups:  # a user's folder may leave a split empty
-            groups = {"midi": [p for v in by_split.values() for p in v["midi"]]}
-        if kind == "corpus" and (rng.random() < etude_share or not groups):
+        if rng.random() < config.etude_share or not groups:
             source, k = "generated", "etude"
         else:
             names = sorted(groups)
             w = np.sqrt([len(groups[n]) for n in names])
             comp = names[int(rng.choice(len(names), p=w / w.sum()))]
-            source, k = groups[comp][int(rng.integers(len(groups[comp])))], kind
+            source, k = groups[comp][int(rng.integers(len(groups[comp])))], "corpus"
         seed = int(np.random.SeedSequence([config.seed, i]).generate_state(1)[0])
         specs.append(
             PerformanceSpec(
@@ -206,7 +214,7 @@ def build_corpus(
     """
     from tqdm import tqdm
 
-    if config.hours <= 0:
+    if config.hours <= 0 and not config.midi_dir:
         raise ValueError(f"--hours must be positive, got {config.hours}")
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
