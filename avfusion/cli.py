@@ -110,6 +110,17 @@ def _cmd_noisebank(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from avfusion.train import TrainConfig, train
+
+    config = TrainConfig.from_yaml(args.config, mode=args.mode, max_steps=args.max_steps)
+    out = args.out or Path("runs") / f"{config.name}-{config.mode}"
+    export = train(config, out, accelerator=args.accelerator, devices=args.devices, strategy=args.strategy,
+                   resume=not args.no_resume, progress=not args.no_progress)  # fmt: skip
+    print(f"exported {export}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     print("avfusion demo: not built yet (the transcribe issue adds the bundled models and input)")
     return 0
@@ -228,6 +239,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_noisebank)
+
+    p = sub.add_parser(
+        "train",
+        help="train a model (Lightning) from a config in experiments/configs",
+        description="Train, validate with mir_eval note F1, tune thresholds on validation, export safetensors + JSON. "
+        "Resumes from OUT/checkpoints/last.ckpt after a kill.",
+    )
+    p.add_argument(
+        "--config",
+        required=True,
+        type=Path,
+        help="YAML config, e.g. experiments/configs/cpu-small.yaml",
+    )
+    p.add_argument(
+        "--mode", choices=["fusion", "audio", "video"], help="override the config's mode"
+    )
+    p.add_argument("--out", type=Path, help="run folder (default runs/NAME-MODE)")
+    p.add_argument("--max-steps", type=int, help="override the config's max_steps")
+    p.add_argument("--accelerator", default="auto", help="auto, cpu or gpu (default auto)")
+    p.add_argument(
+        "--devices",
+        default="auto",
+        help="number of devices, e.g. 4 for DDP on 4 GPUs (default auto)",
+    )
+    p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default auto)")
+    p.add_argument(
+        "--no-resume", action="store_true", help="start afresh even if a last.ckpt exists"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("demo", help="transcribe the bundled example (not built yet)")
     p.set_defaults(func=_cmd_demo)

@@ -143,3 +143,35 @@ def keyboard_corners_mm() -> np.ndarray:
 
 
 assert N_KEYS == 88
+
+
+RECT_DEPTH_MM: float = 160.0
+"""Depth of the keyboard plane a rectified image shows: the keys (150 mm) and 10 mm in front."""
+
+
+def rectify_homography(corners_px: np.ndarray, width_px: int, height_px: int) -> np.ndarray:
+    """Homography from video-frame pixels to a rectified keyboard image.
+
+    The rectified image is ``width_px`` × ``height_px``; x maps the keyboard's 0..1222 mm
+    linearly to 0..width_px (so key k spans ``left_mm·W/1222 .. right_mm·W/1222``), y maps
+    0..:data:`RECT_DEPTH_MM` mm (back of the keys to just in front of them) to 0..height_px.
+
+    Args:
+        corners_px: (4, 2) the keyboard's corners in the frame, clockwise from the back-left
+            (as meta.json's ``keyboard_corners_px``).
+    Returns:
+        float64 (3, 3), for ``cv2.warpPerspective(frame, h, (width_px, height_px))``.
+    """
+    import cv2
+
+    src = keyboard_corners_mm().astype(np.float32)
+    dst = np.asarray(corners_px, dtype=np.float32).reshape(4, 2)
+    frame_from_mm = cv2.getPerspectiveTransform(src, dst).astype(np.float64)
+    rect_from_mm = np.diag([width_px / KEYBOARD_WIDTH_MM, height_px / RECT_DEPTH_MM, 1.0])
+    return rect_from_mm @ np.linalg.inv(frame_from_mm)
+
+
+def key_x_spans_px(width_px: int) -> np.ndarray:
+    """Each key's x-span in a rectified image of width ``width_px``: float64 (88, 2), pixels."""
+    g = keyboard_geometry()
+    return np.stack([g.left_mm, g.right_mm], axis=1) * (width_px / KEYBOARD_WIDTH_MM)

@@ -14,23 +14,19 @@ from avfusion.config import MIDI_MAX, MIDI_MIN
 from avfusion.fileio import atomic_path
 from avfusion.keyboard import key_polygon_mm, keyboard_corners_mm
 from avfusion.midi import read_midi
+from avfusion.video import iter_frames
 
 
 def _frames_at(video: Path, times_s: list[float]) -> list[np.ndarray]:
-    """Decode the frames shown at ``times_s`` (RGB uint8), reading the stream once."""
-    import av
-
+    """The frames shown at ``times_s`` (RGB uint8), reading the stream once."""
     want = sorted(times_s)
     out: dict[float, np.ndarray] = {}
-    with av.open(str(video)) as container:
-        stream = container.streams.video[0]
-        for frame in container.decode(stream):
-            t = float(frame.time) if frame.time is not None else 0.0
-            for w in want:
-                if w not in out and t + 1e-6 >= w:
-                    out[w] = frame.to_ndarray(format="rgb24")
-            if len(out) == len(want):
-                break
+    for t, frame in iter_frames(video):
+        for w in want:
+            if w not in out and t + 1e-6 >= w:
+                out[w] = frame
+        if len(out) == len(want):
+            break
     return [out[t] for t in times_s if t in out]
 
 

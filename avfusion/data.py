@@ -1,0 +1,336 @@
+"""Training and evaluation data from a corpus on disk: cached rectified keyboard frames,
+labels on the model's frame grid, random windows with audio degradation and video
+augmentation.
+
+Labels (Onsets and Frames, Hawthorne et al. 2018), for model frame i at time
+``i · hop_length / sample_rate_hz``:
+
+- ``onset[i, k]``: 1 on the frame nearest a note's onset (``round(onset_s · frame_rate)``);
+- ``frame[i, k]``: 1 while the key is down, frames ``round(onset·fr) .. round(offset·fr) − 1``
+  (at least the onset frame); key-down, not pedal-extended: the pedal has its own label;
+- ``offset[i, k]``: 1 on the frame nearest the key release;
+- ``velocity[i, k]``: MIDI velocity / 127 on onset frames, else 0;
+- ``pedal[i]``: 1 while CC64 ≥ 64.
+
+Rectified frames are cached per performance as uint8 arrays under
+``<corpus>/.cache/rect_<W>x<H>/`` (``<id>.npy`` frames (N, H, W), ``<id>.times.npy`` seconds),
+so that epochs do not decode video.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from avfusion.audio import load_audio
+from avfusion.config import MIDI_MAX, MIDI_MIN, N_KEYS, SAMPLE_RATE_HZ
+from avfusion.fileio import atomic_path
+from avfusion.midi import read_midi
+from avfusion.notes import Notes
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Windows, frame grid and augmentation of the training data."""
+
+    window_s: float = 5.0
+    hop_length: int = 512
+    sample_rate_hz: int = SAMPLE_RATE_HZ
+    rect_width_px: int = 416
+    rect_height_px: int = 40
+    windows_per_epoch: int = 2000
+    # video augmentation
+    p_video_aug: float = 0.8
+    brightness: float = 0.2  # ± relative
+    contrast: float = 0.25  # ± relative
+    blur_sigma_px: tuple[float, float] = (0.0, 1.0)
+    corner_jitter_px: float = 3.0  # x shift/scale jitter in rectified pixels
+    p_dropped_frame: float = 0.05  # a frame repeats the previous one
+    max_av_offset_frames: float = 2.0  # audio-video offset, in video frames
+    degradation: dict = field(default_factory=dict)  # avfusion.noise.SamplerConfig fields
+
+    @property
+    def frame_rate_hz(self) -> float:
+        return self.sample_rate_hz / self.hop_length
+
+    def n_frames(self, n_samples: int) -> int:
+        """Model frames for a clip (centred frames, as nnAudio's CQT): n_samples // hop + 1."""
+        return n_samples // self.hop_length + 1
+
+
+def make_labels(notes: Notes, n_frames: int, frame_rate_hz: float) -> dict[str, np.ndarray]:
+    """Frame-grid labels of a performance (see the module docstring).
+
+    Returns:
+        ``onset``, ``frame``, ``offset``, ``velocity``: float32 (n_frames, 88);
+        ``pedal``: float32 (n_frames,).
+    """
+    onset = np.zeros((n_frames, N_KEYS), np.float32)
+    frame = np.zeros((n_frames, N_KEYS), np.float32)
+    offset = np.zeros((n_frames, N_KEYS), np.float32)
+    velocity = np.zeros((n_frames, N_KEYS), np.float32)
+    for n in notes.notes:
+        if not MIDI_MIN <= n.pitch <= MIDI_MAX:
+            continue
+        k = n.pitch - MIDI_MIN
+        i_on = round(n.onset_s * frame_rate_hz)
+        i_off = max(round(n.offset_s * frame_rate_hz), i_on + 1)
+        if 0 <= i_on < n_frames:
+            onset[i_on, k] = 1.0
+            velocity[i_on, k] = n.velocity / 127.0
+        frame[max(i_on, 0) : min(i_off, n_frames), k] = 1.0
+        if 0 <= i_off < n_frames:
+            offset[i_off, k] = 1.0
+    pedal = np.zeros(n_frames, np.float32)
+    t = np.arange(n_frames) / frame_rate_hz
+    for a, b in notes.pedal_down_intervals():
+        pedal[(t >= a) & (t < b)] = 1.0
+    return {"onset": onset, "frame": frame, "offset": offset, "velocity": velocity, "pedal": pedal}
+
+
+def labels_to_notes(labels: dict[str, np.ndarray], frame_rate_hz: float) -> Notes:
+    """Read notes back from labels (onset frame to the end of the frame run); the inverse of
+    :func:`make_labels` to within one frame. For tests and sanity checks."""
+    from avfusion.notes import Note, PedalEvent
+
+    out = []
+    onset, frame, vel = labels["onset"], labels["frame"], labels["velocity"]
+    for i, k in zip(*np.nonzero(onset), strict=True):
+        j = i + 1
+        while j < len(frame) and frame[j, k] > 0.5 and onset[j, k] < 0.5:
+            j += 1
+        out.append(
+            Note(
+                i / frame_rate_hz,
+                j / frame_rate_hz,
+                int(k) + MIDI_MIN,
+                max(1, round(vel[i, k] * 127)),
+            )
+        )
+    pedal = labels["pedal"] > 0.5
+    changes = np.flatnonzero(np.diff(np.concatenate([[False], pedal])))
+    events = [PedalEvent(i / frame_rate_hz, 127 if pedal[i] else 0) for i in changes]
+    return Notes.from_iterables(out, events)
+
+
+# ---------------------------------------------------------------------------------------------
+# Corpus and cache
+
+
+@dataclass(frozen=True)
+class Performance:
+    """One performance of a corpus on disk."""
+
+    id: str
+    split: str
+    folder: Path
+    duration_s: float
+    fps: float
+    corners_px: np.ndarray
+
+
+def list_performances(root: str | Path, split: str) -> list[Performance]:
+    """The complete performances of one split, from ``manifest.jsonl``.
+
+    Raises:
+        FileNotFoundError: no manifest (make the corpus with ``avfusion synth``).
+        ValueError: the split has no performances.
+    """
+    root = Path(root)
+    manifest = root / "manifest.jsonl"
+    if not manifest.is_file():
+        raise FileNotFoundError(
+            f"{manifest}: no corpus here; make one with `avfusion synth --out {root}`"
+        )
+    out = []
+    for line in manifest.read_text().splitlines():
+        rec = json.loads(line)
+        if rec["split"] != split:
+            continue
+        folder = root / split / rec["id"]
+        meta = json.loads((folder / "meta.json").read_text())
+        out.append(Performance(rec["id"], split, folder, float(meta["duration_s"]), float(meta["fps"]),
+                               np.asarray(meta["keyboard_corners_px"], dtype=np.float64)))  # fmt: skip
+    if not out:
+        raise ValueError(f"{manifest}: no performances in split {split!r}")
+    return out
+
+
+def rectified_frames(
+    perf: Performance, width_px: int, height_px: int, cache_root: Path | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rectified grayscale keyboard frames of a performance, cached on disk.
+
+    Returns:
+        frames: uint8 (n_frames, height_px, width_px), memory-mapped from the cache;
+        times_s: float64 (n_frames,), presentation times in seconds.
+    """
+    import cv2
+
+    from avfusion.keyboard import rectify_homography
+    from avfusion.video import iter_frames
+
+    cache = (
+        (cache_root or perf.folder.parent.parent / ".cache")
+        / f"rect_{width_px}x{height_px}"
+        / perf.split
+    )
+    f_path, t_path = cache / f"{perf.id}.npy", cache / f"{perf.id}.times.npy"
+    if not (f_path.is_file() and t_path.is_file()):
+        cache.mkdir(parents=True, exist_ok=True)
+        h = rectify_homography(perf.corners_px, width_px, height_px)
+        frames, times = [], []
+        for t, img in iter_frames(perf.folder / "video.mp4", gray=True):
+            frames.append(
+                cv2.warpPerspective(img, h, (width_px, height_px), flags=cv2.INTER_LINEAR)
+            )
+            times.append(t)
+        with atomic_path(t_path) as tmp:
+            np.save(tmp, np.asarray(times, np.float64))
+        with atomic_path(f_path) as tmp:
+            np.save(tmp, np.stack(frames).astype(np.uint8))
+    return np.load(f_path, mmap_mode="r"), np.load(t_path)
+
+
+@dataclass
+class _Loaded:
+    perf: Performance
+    audio: np.ndarray
+    frames: np.ndarray
+    times_s: np.ndarray
+    labels: dict[str, np.ndarray]
+
+
+def load_performance(perf: Performance, cfg: DataConfig) -> _Loaded:
+    """Audio (clean reference), cached rectified frames and labels of a whole performance."""
+    audio = load_audio(perf.folder / "audio.flac", cfg.sample_rate_hz)
+    frames, times = rectified_frames(perf, cfg.rect_width_px, cfg.rect_height_px)
+    labels = make_labels(
+        read_midi(perf.folder / "notes.mid"), cfg.n_frames(len(audio)), cfg.frame_rate_hz
+    )
+    return _Loaded(perf, audio, frames, times, labels)
+
+
+def augment_video(frames: np.ndarray, cfg: DataConfig, rng: np.random.Generator) -> np.ndarray:
+    """Brightness and contrast, blur, corner jitter (a small x shift and scale of the
+    rectified image) and dropped frames (a frame repeats the previous one).
+
+    Args:
+        frames: uint8 (T, H, W).
+    Returns:
+        uint8 (T, H, W), a new array.
+    """
+    import cv2
+
+    x = frames.astype(np.float32)
+    if rng.random() < cfg.p_video_aug:
+        x = (x - 128.0) * (1 + rng.uniform(-cfg.contrast, cfg.contrast)) + 128.0 * (
+            1 + rng.uniform(-cfg.brightness, cfg.brightness)
+        )
+        _, h, w = x.shape
+        shift = rng.uniform(-cfg.corner_jitter_px, cfg.corner_jitter_px)
+        scale = 1 + rng.uniform(-cfg.corner_jitter_px, cfg.corner_jitter_px) / w
+        dy = rng.uniform(-cfg.corner_jitter_px / 2, cfg.corner_jitter_px / 2)
+        m = np.array([[scale, 0, shift + (1 - scale) * w / 2], [0, 1, dy]], dtype=np.float32)
+        sigma = rng.uniform(*cfg.blur_sigma_px)
+        for i in range(len(x)):
+            x[i] = cv2.warpAffine(x[i], m, (w, h), borderMode=cv2.BORDER_REPLICATE)
+            if sigma > 0.2:
+                x[i] = cv2.GaussianBlur(x[i], (0, 0), sigma)
+    drop = rng.random(len(x)) < cfg.p_dropped_frame
+    for j in np.flatnonzero(drop):
+        if j > 0:
+            x[j] = x[j - 1]
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+class WindowDataset(Dataset):
+    """Random windows of a corpus split, degraded and augmented on the fly.
+
+    Each item is a dict of tensors: ``audio`` float32 (n_samples,), ``video`` uint8
+    (T_v, H, W), ``video_times_s`` float32 (T_v,) relative to the window start (with the
+    drawn audio-video offset), and the labels ``onset``, ``frame``, ``offset``,
+    ``velocity`` (T, 88) and ``pedal`` (T,). Every window holds the same number of video
+    frames (``ceil(window_s · max_fps) + 2``), padding by repeating the last frame.
+
+    With ``train=False`` windows are fixed (evenly spaced), clean and unaugmented: a
+    reproducible validation set.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        cfg: DataConfig,
+        *,
+        train: bool = True,
+        seed: int = 0,
+        bank: object = None,
+        max_performances: int | None = None,
+    ):
+        from avfusion.noise import DegradationSampler, SamplerConfig
+
+        self.cfg = cfg
+        self.train = train
+        self.seed = seed
+        perfs = list_performances(root, split)[:max_performances]
+        self.items = [load_performance(p, cfg) for p in perfs]
+        self.n_samples = round(cfg.window_s * cfg.sample_rate_hz)
+        self.n_frames = cfg.n_frames(self.n_samples)
+        self.n_video = int(np.ceil(cfg.window_s * max(p.fps for p in perfs))) + 2
+        self.sampler = (
+            DegradationSampler(SamplerConfig.from_dict(cfg.degradation), bank=bank)
+            if train
+            else None
+        )
+        self.epoch = 0
+        lengths = np.array([len(it.audio) for it in self.items], dtype=np.float64)
+        self.weights = lengths / lengths.sum()
+        if not train:
+            self.fixed = [(i, s) for i, it in enumerate(self.items)
+                          for s in np.arange(0, max(len(it.audio) - self.n_samples, 0) + 1, self.n_samples)]  # fmt: skip
+
+    def __len__(self) -> int:
+        return self.cfg.windows_per_epoch if self.train else len(self.fixed)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        if self.train:
+            i = int(rng.choice(len(self.items), p=self.weights))
+            it = self.items[i]
+            start = int(rng.integers(0, max(len(it.audio) - self.n_samples, 0) + 1))
+        else:
+            i, start = int(self.fixed[index][0]), int(self.fixed[index][1])
+            it = self.items[i]
+        audio = np.zeros(self.n_samples, np.float32)
+        seg = it.audio[start : start + self.n_samples]
+        audio[: len(seg)] = seg
+        if self.sampler is not None and np.any(audio):
+            audio = self.sampler(audio, rng).audio
+        t0 = start / self.cfg.sample_rate_hz
+        offset_s = (
+            rng.uniform(-1, 1) * self.cfg.max_av_offset_frames / it.perf.fps if self.train else 0.0
+        )
+        lo = max(int(np.searchsorted(it.times_s, t0 - 1.0 / it.perf.fps)), 0)
+        idx = np.arange(lo, lo + self.n_video).clip(0, len(it.times_s) - 1)
+        frames = np.asarray(it.frames[idx])
+        times = (it.times_s[idx] - t0 + offset_s).astype(np.float32)
+        if self.train:
+            frames = augment_video(frames, self.cfg, rng)
+        f0 = round(t0 * self.cfg.frame_rate_hz)
+        out = {
+            "audio": torch.from_numpy(audio),
+            "video": torch.from_numpy(frames),
+            "video_times_s": torch.from_numpy(times),
+        }
+        for k, v in it.labels.items():
+            lab = np.zeros((self.n_frames, *v.shape[1:]), np.float32)
+            part = v[f0 : f0 + self.n_frames]
+            lab[: len(part)] = part
+            out[k] = torch.from_numpy(lab)
+        return out
