@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import time
 import zlib
-from datetime import timedelta
 from dataclasses import asdict, dataclass, field, fields
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 

@@ -1,0 +1,162 @@
+"""Score trained models on the test split under named conditions (note onset P/R/F1 and the
+other mir_eval metrics), and record the result with its config, learning curves and machine.
+
+    python -m eval.measure_models --runs runs/cpu-small-fusion runs/cpu-small-audio runs/cpu-small-video \\
+        --corpus data/corpus --bank data/noise --out experiments/runs/cpu-small
+
+Each (performance, condition) is degraded with a seed derived from both, drawing noise from the
+bank's test half; thresholds are those tuned on validation and stored with each model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from avfusion.data import DataConfig, list_performances, load_performance
+from avfusion.decoding import DecodeConfig, decode_notes
+from avfusion.fileio import atomic_path
+from avfusion.inference import predict_posteriors
+from avfusion.metrics import METRIC_KEYS, transcription_metrics
+from avfusion.midi import read_midi
+from avfusion.model.checkpoint import load_checkpoint
+from avfusion.noise import NoiseBank, degrade
+from avfusion.notes import Notes
+
+CONDITIONS = (
+    "clean",
+    "pink@0db",
+    "babble@0db",
+    "music@0db",
+    "dropout@30%",
+    "pink@-10db",
+    "pink@-20db",
+)
+
+
+def machine() -> dict[str, str]:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in open("/proc/cpuinfo")
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        pass
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    return {"cpu": cpu, "cores": str(torch.get_num_threads()), "torch": torch.__version__,
+            "device": "cuda" if torch.cuda.is_available() else "cpu", "commit": commit}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--runs", nargs="+", type=Path, required=True, help="run folders with model/ exported"
+    )
+    ap.add_argument("--corpus", type=Path, default=Path("data/corpus"))
+    ap.add_argument("--bank", type=Path, default=Path("data/noise"))
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--split", default="test")
+    ap.add_argument(
+        "--seconds", type=float, default=30.0, help="score the first S seconds of each performance"
+    )
+    ap.add_argument("--max-performances", type=int, default=None)
+    ap.add_argument("--conditions", nargs="+", default=list(CONDITIONS))
+    args = ap.parse_args(argv)
+
+    bank = NoiseBank(args.bank)
+    models = {}
+    for run in args.runs:
+        model, meta = load_checkpoint(run / "model")
+        models[model.config.mode] = (model, meta, run)
+    any_cfg = next(iter(models.values()))[0].config
+    dc = DataConfig(
+        hop_length=any_cfg.hop_length,
+        rect_width_px=any_cfg.rect_width_px,
+        rect_height_px=any_cfg.rect_height_px,
+    )
+    perfs = list_performances(args.corpus, args.split)[: args.max_performances]
+    rows = []
+    t0 = time.perf_counter()
+    for perf in perfs:
+        it = load_performance(perf, dc)
+        n = min(len(it.audio), round(args.seconds * dc.sample_rate_hz))
+        ref = Notes.from_iterables(
+            [
+                x
+                for x in read_midi(perf.folder / "notes.mid").notes
+                if x.onset_s < n / dc.sample_rate_hz - 0.05
+            ]
+        )
+        keep = it.times_s < n / dc.sample_rate_hz + 0.5
+        frames, times = np.asarray(it.frames[keep]), it.times_s[keep]
+        for cond in args.conditions:
+            seed = zlib.crc32(f"{perf.id}|{cond}".encode())
+            audio = degrade(
+                it.audio[:n], cond, np.random.default_rng(seed), bank=bank, half="test"
+            ).audio
+            for mode, (model, meta, _) in models.items():
+                post = predict_posteriors(model, audio if mode != "video" else None, frames if mode != "audio" else None,
+                                          times if mode != "audio" else None, n_samples=n)  # fmt: skip
+                dec = DecodeConfig(**meta.get("decode", {}))
+                est = decode_notes(
+                    post["onset"],
+                    post["frame"],
+                    post["velocity"],
+                    model.config.frame_rate_hz,
+                    dec,
+                    post["pedal"],
+                )
+                m = transcription_metrics(ref, est, model.config.frame_rate_hz)
+                rows.append(
+                    {"piece": perf.id, "condition": cond, "system": f"avfusion-{mode}", **m}
+                )
+        print(f"{perf.id}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for system in sorted({r["system"] for r in rows}):
+        summary[system] = {}
+        for cond in args.conditions:
+            sel = [r for r in rows if r["system"] == system and r["condition"] == cond]
+            summary[system][cond] = {k: float(np.mean([r[k] for r in sel])) for k in METRIC_KEYS}
+    args.out.mkdir(parents=True, exist_ok=True)
+    record = {
+        "split": args.split, "seconds_per_performance": args.seconds, "n_performances": len(perfs),
+        "conditions": args.conditions, "noise_bank_half": "test", "machine": machine(),
+        "eval_wall_s": round(time.perf_counter() - t0, 1),
+        "models": {m: {"run": str(r), "decode": meta.get("decode"), "validation": meta.get("validation"),
+                       "train_wall_s": meta.get("train_wall_s"), "global_step": meta.get("global_step"),
+                       "train_config": meta.get("train_config")} for m, (_, meta, r) in models.items()},
+        "summary": summary, "per_piece": rows,
+    }  # fmt: skip
+    with atomic_path(args.out / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+    for mode, (_, _, run) in models.items():
+        for f in ("learning_curves.png", "train_config.json"):
+            if (run / f).is_file():
+                shutil.copy(run / f, args.out / f"{mode}-{f}")
+    print(f"{'condition':<14}" + "".join(f"{s:>28}" for s in summary))
+    for cond in args.conditions:
+        cells = "".join(
+            f"{summary[s][cond]['note/f1']:>10.3f} (P {summary[s][cond]['note/precision']:.2f} R {summary[s][cond]['note/recall']:.2f})"
+            for s in summary
+        )
+        print(f"{cond:<14}{cells}")
+
+
+if __name__ == "__main__":
+    main()
