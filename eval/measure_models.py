@@ -111,8 +111,9 @@ def main(argv: list[str] | None = None) -> None:
                 it.audio[:n], cond, np.random.default_rng(seed), bank=bank, half="test"
             ).audio
             for mode, (model, meta, _) in models.items():
+                window_s = (meta.get("train_config") or {}).get("data", {}).get("window_s", 5.0)
                 post = predict_posteriors(model, audio if mode != "video" else None, frames if mode != "audio" else None,
-                                          times if mode != "audio" else None, n_samples=n)  # fmt: skip
+                                          times if mode != "audio" else None, n_samples=n, window_s=window_s)  # fmt: skip
                 dec = DecodeConfig(**meta.get("decode", {}))
                 est = decode_notes(
                     post["onset"],

@@ -298,7 +298,7 @@ def test_a_few_steps_lower_the_loss() -> None:
     }
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
-    for _ in range(25):
+    for _ in range(40):
         out = model(audio, video, times)
         loss = sum(
             F.binary_cross_entropy_with_logits(out[name], target)
@@ -309,7 +309,13 @@ def test_a_few_steps_lower_the_loss() -> None:
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.6 * losses[0], losses
+    # below the best constant prediction (each head's base rate): the model fits the batch,
+    # not only the prior that the heads' biases start at
+    best_constant = sum(
+        F.binary_cross_entropy(torch.full_like(t, float(t.mean())), t).item()
+        for t in targets.values()
+    )
+    assert losses[-1] < 0.9 * best_constant < losses[0], (losses, best_constant)
 
 
 def test_autocast_bfloat16_on_cpu() -> None:

@@ -9,6 +9,7 @@ Hawthorne et al. 2018). The model returns logits only; losses live in the traini
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -411,6 +412,15 @@ class AVTranscriber(nn.Module):
         self.frame_head = nn.Linear(d + 2, 1)  # + sigmoid(onset), sigmoid(offset), as in O&F
         self.velocity_head = nn.Linear(d, 1)
         self.pedal_head = nn.Sequential(nn.Linear(2 * d, d), nn.GELU(), nn.Linear(d, 1))
+        # Start each head at its label's base rate (a piano roll is sparse: ~0.2 % of (frame,
+        # key) cells hold an onset, ~3 % are down), not at 0.5, so that the first hundreds of
+        # steps are not spent learning the prior (the prior-bias init of Lin et al. 2017, focal loss).
+        for head, rate in (
+            (self.onset_head, 0.002),
+            (self.offset_head, 0.002),
+            (self.frame_head, 0.03),
+        ):
+            nn.init.constant_(head.bias, math.log(rate / (1 - rate)))
 
     # ---- modality drop-out ----------------------------------------------------------------
     def draw_modality_keep(self, batch_size: int, device: torch.device) -> tuple[Tensor, Tensor]:
