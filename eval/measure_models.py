@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
-import subprocess
 import time
 import zlib
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from avfusion.data import DataConfig, list_performances, load_performance
 from avfusion.decoding import DecodeConfig, decode_notes
@@ -31,6 +28,7 @@ from avfusion.midi import read_midi
 from avfusion.model.checkpoint import load_checkpoint
 from avfusion.noise import NoiseBank, degrade
 from avfusion.notes import Notes
+from eval.machine import machine
 
 CONDITIONS = (
     "clean",
@@ -41,24 +39,6 @@ CONDITIONS = (
     "pink@-10db",
     "pink@-20db",
 )
-
-
-def machine() -> dict[str, str]:
-    """What the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in open("/proc/cpuinfo")
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        pass
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
-    return {"cpu": cpu, "cores": str(torch.get_num_threads()), "torch": torch.__version__,
-            "device": "cuda" if torch.cuda.is_available() else "cpu", "commit": commit}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,22 +41,9 @@ from avfusion.fileio import atomic_path
 from avfusion.keyboard import rectify_homography
 from avfusion.sync import VIDEO_LEAD_S, estimate_offset_s
 from avfusion.video import iter_frames
+from eval.machine import machine
 
 SHIFTS_S = (-0.5, -0.333, -0.2, 0.0, 0.1, 0.137, 0.4)
-
-
-def machine() -> dict[str, str]:
-    """What the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
-    return {"cpu": cpu, "python": platform.python_version(), "commit": commit}
 
 
 def _corner_error_px(det: KeyboardDetection | None, true: np.ndarray) -> float | None:
