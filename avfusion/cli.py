@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
 from pathlib import Path
 
@@ -116,14 +118,73 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig.from_yaml(args.config, mode=args.mode, max_steps=args.max_steps)
     out = args.out or Path("runs") / f"{config.name}-{config.mode}"
     export = train(config, out, accelerator=args.accelerator, devices=args.devices, strategy=args.strategy,
-                   resume=not args.no_resume, progress=not args.no_progress)  # fmt: skip
+                   resume=not args.no_resume, progress=not args.no_progress,
+                   export_only=args.export_only)  # fmt: skip
     print(f"exported {export}")
     return 0
 
 
+def _cmd_transcribe(args: argparse.Namespace) -> int:
+    from avfusion.transcribe import transcribe_files
+
+    logger = logging.getLogger("avfusion")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_PrefixFormatter("avfusion transcribe"))
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        with contextlib.ExitStack() as stack:
+            if not args.no_progress:
+                from tqdm.contrib.logging import logging_redirect_tqdm
+
+                stack.enter_context(logging_redirect_tqdm(loggers=[logger]))
+            results = transcribe_files(
+                args.inputs,
+                args.out,
+                audio_path=args.audio,
+                roll_path=args.roll,
+                csv_path=args.notes,
+                progress=not args.no_progress,
+                mode=args.mode,
+                keyboard=args.keyboard,
+                offset_s=args.offset_s,
+                checkpoint=args.checkpoint,
+                device=args.device,
+                batch_size=args.batch_size,
+            )
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    failed = [r for r in results if r.error is not None]
+    for r in results:
+        if r.error is None:
+            print(f"wrote {', '.join(str(p) for p in r.outputs)}")
+    if failed and len(results) > 1:
+        print(
+            f"avfusion transcribe: {len(failed)} of {len(results)} inputs failed: "
+            + ", ".join(str(r.input) for r in failed),
+            file=sys.stderr,
+        )
+    return 1 if failed else 0
+
+
+class _PrefixFormatter(logging.Formatter):
+    """``<prog>: message``, with ``warning:`` / ``error:`` before warnings and errors."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__()
+        self.prog = prog
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = {logging.WARNING: "warning: ", logging.ERROR: "error: "}.get(record.levelno, "")
+        return f"{self.prog}: {level}{record.getMessage()}"
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
-    print("avfusion demo: not built yet (the transcribe issue adds the bundled models and input)")
-    return 0
+    from avfusion.demo import main as demo_main
+
+    return demo_main(args.out, args.device)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,9 +329,104 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-resume", action="store_true", help="start afresh even if a last.ckpt exists"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--export-only",
+        action="store_true",
+        help="do not train: re-tune thresholds on validation and re-export the best checkpoint",
+    )
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("demo", help="transcribe the bundled example (not built yet)")
+    p = sub.add_parser(
+        "transcribe",
+        help="transcribe piano videos (or audio files) to MIDI",
+        description=(
+            "Transcribe a piano performance to MIDI (notes with velocities, sustain pedal as "
+            "CC64) from a video of the keyboard with its sound (fusion), its sound alone "
+            "(audio) or the keyboard alone (video). The keyboard is found automatically and "
+            "the audio-video offset estimated (within ±1 s); long videos are streamed in "
+            "overlapping windows. Several inputs: OUT is a folder that gets <stem>.mid each; "
+            "a failing input is reported and the others still run (exit code 1)."
+        ),
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        type=Path,
+        metavar="INPUT",
+        help="video (mp4, mkv, mov, webm …) or audio file (wav, flac, mp3, ogg: audio mode)",
+    )
+    p.add_argument(
+        "-o",
+        "--out",
+        required=True,
+        type=Path,
+        help="output .mid file (one input) or folder (several inputs, or an existing folder)",
+    )
+    p.add_argument(
+        "--audio",
+        type=Path,
+        metavar="FILE",
+        help="take the audio from FILE instead of the video's own track (one input only)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=["auto", "fusion", "audio", "video"],
+        default="auto",
+        help="auto (default): fusion when there is sound and a keyboard is found, audio when no "
+        "keyboard is found, video when the video has no sound; with --checkpoint, its mode",
+    )
+    p.add_argument(
+        "--keyboard",
+        metavar="X1,Y1,X2,Y2,X3,Y3,X4,Y4",
+        help="the keyboard's corners in pixels, clockwise from the back-left (top-left in a "
+        "top-down view): back-left, back-right, front-right, front-left (default: detected)",
+    )
+    p.add_argument(
+        "--offset-s",
+        type=float,
+        metavar="S",
+        help="audio-video offset in seconds, t_audio - t_video (default: estimated within "
+        "±1 s in fusion mode)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="PATH",
+        help="model folder (model.safetensors + config.json; default: the bundled model of "
+        "the mode, avfusion/models/MODE)",
+    )
+    p.add_argument(
+        "--device", default="auto", help="auto (default: CUDA if available), cpu, cuda or cuda:N"
+    )
+    p.add_argument(
+        "--batch-size", type=int, help="windows per forward pass (default 2 on CPU, 32 on CUDA)"
+    )
+    p.add_argument(
+        "--roll",
+        type=Path,
+        metavar="PNG",
+        help="also draw a piano roll (a folder with several inputs)",
+    )
+    p.add_argument(
+        "--notes",
+        type=Path,
+        metavar="CSV",
+        help="also write the notes as CSV: onset_s,offset_s,pitch,velocity (a folder with "
+        "several inputs)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_transcribe)
+
+    p = sub.add_parser(
+        "demo",
+        help="transcribe the bundled example (test split, other instruments at 0 dB) and score it",
+        description="Transcribe the bundled performance with the bundled fusion and audio-only "
+        "models; write MIDI and a PNG of the piano rolls; print note P/R/F1 of each.",
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)"
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.set_defaults(func=_cmd_demo)
     return parser
 

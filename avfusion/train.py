@@ -285,9 +285,11 @@ def train(
     strategy: str = "auto",
     resume: bool = True,
     progress: bool = True,
+    export_only: bool = False,
 ) -> Path:
     """Train a model, resuming from ``out/checkpoints/last.ckpt`` if it exists, then tune
     thresholds on validation and export the best model to ``out/model/`` (safetensors + JSON).
+    With ``export_only``, skip training: re-tune and re-export the run's best checkpoint.
 
     Returns:
         The export folder.
@@ -344,15 +346,33 @@ def train(
     )  # fmt: skip
     last = out / "checkpoints" / "last.ckpt"
     t0 = time.perf_counter()
-    trainer.fit(system, **loaders, ckpt_path=str(last) if resume and last.is_file() else None)
-    best = ckpt.best_model_path or str(last)
-    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-    system.load_state_dict(state, strict=True)
+    if export_only:
+        if not last.is_file():
+            raise FileNotFoundError(f"{last}: no checkpoint to export (train first)")
+        best_file = out / "checkpoints" / "best.ckpt"
+        best = str(best_file if best_file.is_file() else last)
+    else:
+        trainer.fit(system, **loaders, ckpt_path=str(last) if resume and last.is_file() else None)
+        best = ckpt.best_model_path or str(last)
+    ck_meta = torch.load(best, map_location="cpu", weights_only=True)
+    system.load_state_dict(ck_meta["state_dict"], strict=True)
     system.model.to("cpu")
     system.to("cpu")
     decode, val_metrics = tune_thresholds(system)
+    wall_s: float | None = round(time.perf_counter() - t0, 1)
+    if export_only:  # keep the training time of an earlier export
+        old = out / "model" / "config.json"
+        wall_s = (
+            json.loads(old.read_text()).get("extra", {}).get("train_wall_s")
+            if old.is_file()
+            else None
+        )
     extra = {"decode": decode.to_dict(), "validation": val_metrics, "train_config": asdict(config),
-             "train_wall_s": round(time.perf_counter() - t0, 1), "global_step": trainer.global_step}  # fmt: skip
+             "train_wall_s": wall_s,
+             "global_step": int(torch.load(last, map_location="cpu", weights_only=True)["global_step"])
+             if export_only else trainer.global_step,
+             "best_step": int(ck_meta.get("global_step", -1)),
+             "checkpoint": Path(best).name}  # fmt: skip
     export = save_checkpoint(system.model, out / "model", extra=extra)
     plot_learning_curves(out / "logs" / "metrics.csv", out / "learning_curves.png")
     return export
@@ -365,8 +385,8 @@ def tune_thresholds(system: TranscriptionSystem) -> tuple[DecodeConfig, dict[str
     cached = [(c, post, it) for it in system._val_items() for c, post in system._posteriors(it)]
     fr = system.model.config.frame_rate_hz
     best: tuple[float, DecodeConfig] = (-1.0, DecodeConfig())
-    for on in (0.3, 0.4, 0.5, 0.6, 0.7):
-        for fr_t in (0.3, 0.5):
+    for on in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
+        for fr_t in (0.1, 0.3, 0.5):
             dec = DecodeConfig(onset_threshold=on, frame_threshold=fr_t)
             f1 = [transcription_metrics(_clip_notes(read_midi(it.perf.folder / "notes.mid"), system.cfg.val_seconds),
                                         decode_notes(p["onset"], p["frame"], p["velocity"], fr, dec))["note/f1"]

@@ -1,0 +1,1729 @@
+"""The main job: transcribe a piano video (or an audio file) to MIDI.
+
+    from avfusion import transcribe
+    result = transcribe("performance.mp4")          # mode "auto": fusion if a keyboard is seen
+    result.to_midi("performance.mid")               # notes with velocities and CC64
+    print(result.info.mode, result.info.keyboard_confidence, result.info.offset_s)
+
+Pipeline for one input:
+
+1. **Probe** the file with PyAV: which streams, frame size, frame rate, duration. Missing, empty,
+   unreadable files, still images and files without the streams a mode needs are refused here
+   with a :class:`TranscriptionError` that names the file.
+2. **Mode**: ``auto`` is ``fusion`` when the input has audio and a keyboard is found, ``audio``
+   when no keyboard is found (with a warning) or the input is an audio file, ``video`` when the
+   video has no audio track (with a warning). With ``--checkpoint`` and ``auto``, the
+   checkpoint's own mode is the goal. A fusion model can also run one modality alone.
+3. **Keyboard**: corners given by hand (validated: inside the frame, convex, clockwise from the
+   back-left) or found by `avfusion.detect` on the first seconds and followed by its tracker.
+4. **Audio-video offset** (fusion): estimated by `avfusion.sync` on the first ``sync_s``
+   seconds (±1 s; inputs shorter than :data:`MIN_SYNC_S` and estimates below the estimator's
+   ``MIN_CONFIDENCE`` keep 0 s, with a note), or given by hand; video times are corrected with
+   ``t + offset_s``.
+5. **Windowed inference, streamed** (:func:`iter_posteriors`): audio decoded in chunks and video
+   frames decoded one at a time and rectified on the fly (``cv2.warpPerspective`` to the
+   model's ``rect_width_px`` × ``rect_height_px``); only the samples and frames of the current
+   batch of windows are held. Windows, overlap and the kept middle of each window are exactly
+   those of :func:`avfusion.inference.predict_posteriors` (the tests check that the two agree).
+6. **Decoding, incremental** (:class:`StreamingDecoder`): the stitched posteriors are decoded to
+   notes as they arrive, with results identical to :func:`avfusion.decoding.decode_notes` on
+   the whole performance, so memory does not grow with the video's length (only the notes do).
+7. **Outputs** (:func:`write_outputs`): MIDI, optional piano-roll PNG and notes CSV, each
+   written to a temporary file and renamed only when all of them are complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import importlib.resources
+import logging
+import math
+import os
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from avfusion.config import MIDI_MIN, N_KEYS
+from avfusion.decoding import DecodeConfig
+from avfusion.fileio import atomic_path
+from avfusion.notes import Note, Notes, PedalEvent
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+MODES: tuple[str, ...] = ("auto", "fusion", "audio", "video")
+"""What `transcribe` accepts as ``mode``."""
+AUDIO_SUFFIXES: tuple[str, ...] = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac")
+"""Suffixes of audio-only inputs (others are probed; any file with a video stream is a video)."""
+MAX_OFFSET_S: float = 1.0
+"""The automatic audio-video offset is searched within ±MAX_OFFSET_S seconds."""
+MIN_SYNC_S: float = 10.0
+"""Shorter inputs are not searched for an offset (too few notes to correlate): 0 s is used."""
+SILENCE_PEAK: float = 1e-4
+"""Audio whose peak stays below this (−80 dBFS) is reported as silent."""
+ESTIMATED_DURATION_FORMATS: tuple[str, ...] = ("mp3", "aac")
+"""Formats whose declared duration FFmpeg estimates from the bit rate (not checked)."""
+TRACK_HZ: float = 5.0
+"""How often (frames per second of video) the keyboard tracker is given a frame."""
+TRACK_RECHECK_S: float = 5.0
+"""Seconds between the tracker's full re-checks of the keyboard (it also re-checks when the
+key pattern's match drops); about 0.015 s of CPU per second of 640x360 video."""
+TRUNCATION_TOLERANCE_S: float = 1.0
+"""A stream that decodes more than this (plus 1 %) short of its declared duration is truncated."""
+
+
+class TranscriptionError(ValueError):
+    """A problem with an input, an option or an output of `transcribe`; the message names the
+    file (or option) and says how to fix it."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass(frozen=True)
+class TranscriptionInfo:
+    """What `transcribe` did with one input (also logged).
+
+    Attributes:
+        input: the input file.
+        audio: the file the audio came from (the input, ``audio_path``), or None (video mode).
+        mode_requested: ``auto``, ``fusion``, ``audio`` or ``video``.
+        mode: the mode that ran: ``fusion``, ``audio`` or ``video``.
+        checkpoint: the checkpoint folder; ``checkpoint_mode`` the mode it was trained for;
+            ``bundled``: whether it is one shipped with the package.
+        keyboard_corners_px: the keyboard's corners, ((x, y) × 4) pixels clockwise from the
+            back-left, at the start of the video (None when the video was not used).
+        keyboard_source: ``manual``, ``detected`` or None.
+        keyboard_confidence: the detector's confidence in [0, 1] (None unless detected).
+        keyboard_max_shift_px: how far the tracker moved the corners during the video (pixels).
+        offset_s: audio-video offset applied to video times (``t_audio = t_video + offset_s``).
+        offset_source: ``manual``, ``estimated`` or ``none``.
+        offset_confidence: the estimator's confidence (None unless estimated).
+        duration_s: length of the transcribed performance (seconds, the audio's if used).
+        n_windows: model windows run; ``window_s``: their length (seconds).
+        device: where the model ran; ``wall_s``: seconds spent; ``real_time_factor``:
+            ``wall_s / duration_s``.
+        decode: the decoding thresholds (`DecodeConfig` fields).
+        warnings: what the user should know (also logged as warnings).
+    """
+
+    input: str
+    audio: str | None
+    mode_requested: str
+    mode: str
+    checkpoint: str
+    checkpoint_mode: str
+    bundled: bool
+    keyboard_corners_px: tuple[tuple[float, float], ...] | None
+    keyboard_source: str | None
+    keyboard_confidence: float | None
+    keyboard_max_shift_px: float
+    offset_s: float
+    offset_source: str
+    offset_confidence: float | None
+    duration_s: float
+    n_windows: int
+    window_s: float
+    device: str
+    wall_s: float
+    real_time_factor: float
+    decode: dict[str, float]
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Transcription(Notes):
+    """The notes of one input (a :class:`avfusion.notes.Notes`: ``notes``, ``pedal``, and
+    everything Notes does) and how they were found (``info``).
+
+    Attributes:
+        info: the mode, keyboard, offset and timing of the run (None only for instances made
+            by Notes' own constructors, e.g. ``Transcription.from_iterables``).
+    """
+
+    info: TranscriptionInfo | None = None
+
+    def to_midi(self, path: str | Path) -> Path:
+        """Write the notes and CC64 as a MIDI file, atomically; its length is the input's.
+        Returns the path. Raises OSError if the folder is missing or not writable."""
+        from avfusion.midi import write_midi
+
+        return write_midi(self, path, end_s=self.info.duration_s if self.info else None)
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write the notes as CSV (see :func:`write_notes_csv`), atomically."""
+        return write_notes_csv(self, path)
+
+    def save_roll(self, path: str | Path) -> Path:
+        """Draw the notes as a piano-roll PNG (see :func:`save_piano_roll`), atomically."""
+        return save_piano_roll(self, path, duration_s=self._duration_s(), title=self._title())
+
+    def _duration_s(self) -> float | None:
+        return self.info.duration_s if self.info else None
+
+    def _title(self) -> str:
+        if self.info is None:
+            return f"{len(self)} notes"
+        return f"{Path(self.info.input).name}: {len(self)} notes, {self.info.mode} mode"
+
+
+# ---------------------------------------------------------------------------------------------
+# Probing inputs
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What a media file holds, from its container (nothing decoded).
+
+    Attributes:
+        path: the file.
+        format_name: FFmpeg's name of the container format (e.g. ``mov,mp4,m4a,3gp,3g2,mj2``).
+        has_video, has_audio: whether it has a video / audio stream.
+        width_px, height_px: frame size (0 without video).
+        fps: average video frame rate (frames/s; 0 when unknown or without video).
+        duration_s: the container's duration (seconds; 0 when unknown).
+        video_duration_s, audio_duration_s: the streams' declared durations (None if unknown).
+    """
+
+    path: Path
+    format_name: str
+    has_video: bool
+    has_audio: bool
+    width_px: int
+    height_px: int
+    fps: float
+    duration_s: float
+    video_duration_s: float | None
+    audio_duration_s: float | None
+
+
+def _stream_duration_s(stream: Any) -> float | None:
+    if stream.duration is None or stream.time_base is None:
+        return None
+    return float(stream.duration * stream.time_base)
+
+
+def probe_media(path: str | Path) -> MediaInfo:
+    """Open a file with PyAV and describe its streams.
+
+    Raises:
+        TranscriptionError: naming the file, if it is missing, a folder, empty, not a readable
+            audio or video file, a still image, or has neither audio nor video.
+    """
+    import av
+
+    path = Path(path)
+    if path.is_dir():
+        raise TranscriptionError(f"{path}: is a folder, not a video or audio file")
+    if not path.is_file():
+        raise TranscriptionError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise TranscriptionError(f"{path}: the file is empty (0 bytes)")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise TranscriptionError(
+            f"{path}: not a readable video or audio file ({_short_error(exc)})"
+        ) from exc
+    with container:
+        fmt = container.format.name or ""
+        v = container.streams.video[0] if container.streams.video else None
+        a = container.streams.audio[0] if container.streams.audio else None
+        if v is not None and (fmt == "image2" or fmt.endswith("_pipe")):
+            raise TranscriptionError(
+                f"{path}: is a still image ({v.codec_context.name}), not a video; give a video "
+                "of the keyboard (mp4, mkv, mov, webm) or an audio file"
+            )
+        if v is None and a is None:
+            raise TranscriptionError(f"{path}: has neither a video nor an audio stream")
+        fps = float(v.average_rate) if v is not None and v.average_rate else 0.0
+        duration = float(container.duration) / 1e6 if container.duration else 0.0
+        return MediaInfo(
+            path=path,
+            format_name=fmt,
+            has_video=v is not None,
+            has_audio=a is not None,
+            width_px=int(v.codec_context.width) if v is not None else 0,
+            height_px=int(v.codec_context.height) if v is not None else 0,
+            fps=fps,
+            duration_s=duration,
+            video_duration_s=_stream_duration_s(v) if v is not None else None,
+            audio_duration_s=_stream_duration_s(a) if a is not None else None,
+        )
+
+
+def _short_error(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) < 160 else text[:157] + "…"
+
+
+def _check_complete(path: Path, kind: str, declared_s: float | None, decoded_s: float) -> None:
+    """Refuse a stream that ends well before its declared duration (a truncated file)."""
+    if declared_s is None or declared_s <= 0:
+        return
+    if decoded_s < declared_s - TRUNCATION_TOLERANCE_S - 0.01 * declared_s:
+        raise TranscriptionError(
+            f"{path}: the {kind} stream ends at {decoded_s:.1f} s but the file declares "
+            f"{declared_s:.1f} s; the file is truncated or corrupt"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Streams: audio chunks and rectified frames
+
+
+def iter_audio(
+    path: str | Path,
+    sample_rate_hz: int,
+    *,
+    declared_s: float | None = None,
+    chunk_samples: int = 1 << 16,
+) -> Iterator[np.ndarray]:
+    """Decode the first audio stream of any file FFmpeg reads, as mono float32 chunks.
+
+    Channels are mixed down and the rate converted by FFmpeg's resampler (libswresample).
+
+    Args:
+        path: an audio file (wav, flac, mp3, ogg …) or a video with an audio track.
+        sample_rate_hz: output rate (Hz), e.g. the model's 16 kHz.
+        declared_s: the stream's declared duration; if decoding ends more than
+            :data:`TRUNCATION_TOLERANCE_S` (+1 %) before it, the file is truncated.
+        chunk_samples: approximate samples per yielded chunk.
+    Yields:
+        float32 (n,) chunks at ``sample_rate_hz``, in order, with no gap.
+    Raises:
+        TranscriptionError: naming the file: unreadable, no audio stream, corrupt or truncated,
+            NaN or infinite samples, or an empty stream.
+    """
+    import av
+
+    path = Path(path)
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as exc:
+        raise TranscriptionError(
+            f"{path}: not a readable audio file ({_short_error(exc)})"
+        ) from exc
+    n_out = 0
+    with container:
+        if not container.streams.audio:
+            raise TranscriptionError(f"{path}: has no audio stream")
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate_hz)
+        parts: list[np.ndarray] = []
+        held = 0
+
+        def take(frames: list[Any]) -> None:
+            nonlocal held
+            for f in frames:
+                x = f.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+                if not np.isfinite(x).all():
+                    t = (n_out + held) / sample_rate_hz
+                    raise TranscriptionError(
+                        f"{path}: the audio contains NaN or infinite samples (near {t:.2f} s)"
+                    )
+                parts.append(x)
+                held += x.size
+
+        try:
+            for frame in container.decode(stream):
+                take(resampler.resample(frame))
+                if held >= chunk_samples:
+                    out = np.concatenate(parts)
+                    parts.clear()
+                    held = 0
+                    n_out += out.size
+                    yield out
+            take(resampler.resample(None))
+        except av.error.FFmpegError as exc:
+            raise TranscriptionError(
+                f"{path}: the audio stream is corrupt or truncated ({_short_error(exc)})"
+            ) from exc
+        if parts:
+            out = np.concatenate(parts)
+            n_out += out.size
+            yield out
+    if n_out == 0:
+        raise TranscriptionError(f"{path}: the audio stream is empty")
+    _check_complete(path, "audio", declared_s, n_out / sample_rate_hz)
+
+
+def iter_video(
+    path: str | Path, *, declared_s: float | None = None, gray: bool = True
+) -> Iterator[tuple[float, np.ndarray]]:
+    """Decode the first video stream frame by frame (:func:`avfusion.video.iter_frames`),
+    refusing truncated files.
+
+    Yields:
+        (time_s, frame): presentation time (seconds) and uint8 (H, W) luma (or (H, W, 3) RGB).
+    Raises:
+        TranscriptionError: naming the file: unreadable, corrupt, truncated, or no frames.
+    """
+    from avfusion.video import iter_frames
+
+    path = Path(path)
+    last_t, n, dt = 0.0, 0, 0.0
+    try:
+        for t, img in iter_frames(path, gray=gray):
+            if n:
+                dt = t - last_t
+            last_t, n = t, n + 1
+            yield t, img
+    except ValueError as exc:
+        if isinstance(exc, TranscriptionError):
+            raise
+        raise TranscriptionError(str(exc)) from exc
+    if n == 0:
+        raise TranscriptionError(f"{path}: the video stream has no frames")
+    _check_complete(path, "video", declared_s, last_t + max(dt, 0.0))
+
+
+def rectify_stream(
+    frames: Iterable[tuple[float, np.ndarray]],
+    corners_px: np.ndarray,
+    width_px: int,
+    height_px: int,
+    *,
+    time_shift_s: float = 0.0,
+    tracker: Any | None = None,
+    track_every: int = 1,
+    on_corners: Callable[[np.ndarray], None] | None = None,
+) -> Iterator[tuple[float, np.ndarray]]:
+    """Rectify a frame stream to the model's keyboard image, one frame at a time.
+
+    Args:
+        frames: (time_s, uint8 (H, W) luma) pairs.
+        corners_px: float (4, 2), keyboard corners clockwise from the back-left (pixels).
+        width_px, height_px: the rectified size (the model's ``rect_width_px``, ``rect_height_px``).
+        time_shift_s: added to every time (e.g. minus the audio stream's start time).
+        tracker: an object with ``update(frame, time_s) -> detection`` (`avfusion.detect`'s
+            ``KeyboardTracker``), given every ``track_every``-th frame; when its corners move by
+            more than half a pixel the homography is recomputed.
+        on_corners: called with the corners whenever they change.
+    Yields:
+        (time_s + time_shift_s, uint8 (height_px, width_px)) rectified frames.
+    """
+    import cv2
+
+    from avfusion.keyboard import rectify_homography
+
+    corners = np.asarray(corners_px, np.float64).reshape(4, 2)
+    h = rectify_homography(corners, width_px, height_px)
+    for i, (t, img) in enumerate(frames):
+        if tracker is not None and i % track_every == 0:
+            det = tracker.update(img, t)
+            new = None if det is None else np.asarray(det.corners_px, np.float64).reshape(4, 2)
+            if new is not None and np.isfinite(new).all() and np.abs(new - corners).max() > 0.5:
+                corners = new
+                h = rectify_homography(corners, width_px, height_px)
+                if on_corners is not None:
+                    on_corners(corners)
+        rect = cv2.warpPerspective(img, h, (width_px, height_px), flags=cv2.INTER_LINEAR)
+        yield t + time_shift_s, rect
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming windowed inference
+
+
+class _SampleBuffer:
+    """Audio samples from a chunk iterator, held from ``start`` (absolute sample) to ``end``."""
+
+    def __init__(self, chunks: Iterable[np.ndarray]) -> None:
+        self._it = iter(chunks)
+        self._parts: list[np.ndarray] = []
+        self.start = 0
+        self.end = 0
+        self.done = False
+
+    def fill_to(self, n: int) -> None:
+        while self.end < n and not self.done:
+            try:
+                chunk = np.asarray(next(self._it), dtype=np.float32).reshape(-1)
+            except StopIteration:
+                self.done = True
+                break
+            if chunk.size:
+                self._parts.append(chunk)
+                self.end += chunk.size
+
+    def _joined(self) -> np.ndarray:
+        if len(self._parts) != 1:
+            self._parts = [np.concatenate(self._parts) if self._parts else np.zeros(0, np.float32)]
+        return self._parts[0]
+
+    def get(self, s: int, e: int) -> np.ndarray:
+        """Samples [s, e), zero-padded past the end of the stream."""
+        self.fill_to(e)
+        assert s >= self.start, "samples already dropped"
+        seg = self._joined()[s - self.start : e - self.start]
+        out = np.zeros(e - s, np.float32)
+        out[: seg.size] = seg
+        return out
+
+    def drop_before(self, s: int) -> None:
+        if s <= self.start:
+            return
+        data = self._joined()
+        k = min(s - self.start, data.size)
+        self._parts = [data[k:].copy()]
+        self.start += k
+
+
+class _FrameBuffer:
+    """Rectified frames and their times (on the audio clock) from a frame iterator."""
+
+    def __init__(self, frames: Iterable[tuple[float, np.ndarray]]) -> None:
+        self._it = iter(frames)
+        self.frames: list[np.ndarray] = []
+        self.times: list[float] = []
+        self.done = False
+
+    def pull(self) -> bool:
+        try:
+            t, img = next(self._it)
+        except StopIteration:
+            self.done = True
+            return False
+        self.frames.append(img)
+        self.times.append(float(t))
+        return True
+
+    def fill_until(self, t: float) -> None:
+        """Pull frames until one at or after ``t`` is held, or the stream ends."""
+        while not self.done and (not self.times or self.times[-1] < t):
+            self.pull()
+
+    def select(self, t0: float, fps: float, n_video: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``n_video`` frames of a window starting at ``t0`` s (as `predict_posteriors`):
+        from the first frame at or after ``t0 - 1/fps``, the last frame repeated past the end.
+        Returns uint8 (n_video, H, W) and float32 (n_video,) times relative to ``t0``."""
+        self.fill_until(t0 - 1.0 / fps)
+        lo = int(np.searchsorted(np.asarray(self.times, np.float64), t0 - 1.0 / fps))
+        while not self.done and len(self.times) < lo + n_video:
+            self.pull()
+        if not self.times:
+            raise ValueError("the video stream has no frames")
+        idx = np.arange(lo, lo + n_video).clip(0, len(self.times) - 1)
+        frames = np.stack([self.frames[i] for i in idx])
+        times = (np.asarray(self.times, np.float64)[idx] - t0).astype(np.float32)
+        return frames, times
+
+    def drop_before(self, t: float) -> None:
+        """Forget frames before time ``t``, always keeping the last one."""
+        k = int(np.searchsorted(np.asarray(self.times, np.float64), t))
+        k = min(k, len(self.times) - 1)
+        if k > 0:
+            del self.frames[:k], self.times[:k]
+
+
+def iter_posteriors(
+    model: torch.nn.Module,
+    audio_chunks: Iterable[np.ndarray] | None,
+    video_frames: Iterable[tuple[float, np.ndarray]] | None,
+    *,
+    video_fps: float | None = None,
+    n_samples: int | None = None,
+    window_s: float = 5.0,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    on_window: Callable[[], None] | None = None,
+) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """Posteriors of a whole performance from streamed inputs, stitched once, in order.
+
+    The windows, their overlap and the frames kept of each are those of
+    :func:`avfusion.inference.predict_posteriors` (windows of a whole, even number of hops
+    every half window; the middle half of each kept, the first window from its start, the last
+    to its end; where the end-aligned last window overlaps the previous one, the last wins), and
+    video frames are picked per window the same way, so the stitched result is the same; but
+    only the samples and frames of the current batch of windows are held.
+
+    Args:
+        model: an :class:`avfusion.model.AVTranscriber` (eval mode is set here).
+        audio_chunks: float32 mono chunks at ``model.config.sample_rate_hz``, in order, or None
+            (video mode).
+        video_frames: (time_s, uint8 (rect_height_px, rect_width_px)) rectified frames with
+            non-decreasing times on the audio's clock, or None (audio mode).
+        video_fps: the video's frame rate (frames/s; sets the frames per window); default 30.
+        n_samples: the performance's length in samples when there is no audio; default: from
+            the video, ``round((t_last + 1/fps) · sample_rate_hz)``.
+        window_s: window length (seconds); 50 % overlap.
+        batch_size: windows per forward pass.
+        device: where the model is.
+        on_window: called after each window is run (progress).
+    Yields:
+        (first_frame, posteriors): consecutive, non-overlapping runs of model frames covering
+        frames 0 … ``n_samples // hop_length`` (frame i at ``i · hop_length / sample_rate_hz``
+        s); posteriors: ``onset``, ``frame``, ``offset``, ``pedal`` probabilities (sigmoid) and
+        the raw ``velocity``, float32 (n, 88) ((n,) for pedal).
+    Raises:
+        ValueError: neither audio nor video, or a stream with nothing in it.
+    """
+    import torch
+
+    from avfusion.inference import HEADS, window_starts
+
+    cfg: Any = model.config
+    hop, sr = int(cfg.hop_length), int(cfg.sample_rate_hz)
+    if audio_chunks is None and video_frames is None:
+        raise ValueError("iter_posteriors: give audio_chunks, video_frames or both")
+    m = max(2, round(window_s * sr / (2 * hop)))  # frames per half window
+    win, step, n_frames_win = 2 * m * hop, m * hop, 2 * m + 1
+    fps = float(video_fps) if video_fps else 30.0
+    n_video = int(np.ceil(window_s * fps)) + 2
+    abuf = _SampleBuffer(audio_chunks) if audio_chunks is not None else None
+    vbuf = _FrameBuffer(video_frames) if video_frames is not None else None
+    model.eval()
+
+    def known_length(need: int) -> tuple[int, bool]:
+        """Read on until the performance is known to be longer than ``need`` samples, or ends;
+        return (samples known so far, whether that is all)."""
+        if abuf is not None:
+            abuf.fill_to(need + 1)
+            return abuf.end, abuf.done
+        if n_samples is not None:
+            return int(n_samples), True
+        assert vbuf is not None
+
+        def length() -> int:
+            return round((vbuf.times[-1] + 1.0 / fps) * sr) if vbuf.times else 0
+
+        while not vbuf.done and length() <= need:
+            vbuf.pull()
+        return length(), vbuf.done
+
+    batch: list[tuple[int, bool, bool, Any, Any, Any]] = []  # start, first, last, a, v, t
+    total: int | None = None
+    pending: tuple[int, dict[str, np.ndarray]] | None = None
+
+    def run_batch() -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        nonlocal pending
+        a_batch = v_batch = t_batch = None
+        with torch.inference_mode():  # only around the model: the caller runs between yields
+            if abuf is not None:
+                a_batch = torch.from_numpy(np.stack([b[3] for b in batch])).to(device)  # (B, win)
+            if vbuf is not None:
+                v_batch = torch.from_numpy(np.stack([b[4] for b in batch])).to(
+                    device
+                )  # (B, Tv, H, W)
+                t_batch = torch.from_numpy(np.stack([b[5] for b in batch])).to(device)  # (B, Tv)
+            logits = model(a_batch, v_batch, t_batch, n_frames=n_frames_win)  # (B, T, 88) / (B, T)
+            probs = {
+                k: (v.float() if k == "velocity" else torch.sigmoid(v.float())).cpu().numpy()
+                for k, v in logits.items()
+                if k in HEADS
+            }
+        for j, (s, first, last, *_rest) in enumerate(batch):
+            f0 = s // hop
+            keep_lo = 0 if first else m // 2
+            keep_hi = n_frames_win if last else m // 2 + m
+            lo = f0 + keep_lo
+            hi = f0 + keep_hi
+            if last:
+                assert total is not None
+                hi = min(hi, total // hop + 1)
+            chunk = {k: probs[k][j, keep_lo : keep_lo + (hi - lo)] for k in HEADS}
+            if pending is not None:
+                p_lo, p_chunk = pending
+                cut = lo - p_lo  # the later window wins where they overlap
+                yield p_lo, {k: v[:cut] for k, v in p_chunk.items()}
+            pending = (lo, chunk)
+            if on_window is not None:
+                on_window()
+        batch.clear()
+
+    last_done, j, finished = -1, 0, False
+    while not finished:
+        s = j * step
+        length, done = known_length(s + win)
+        if not done:  # the performance goes on past this window: a regular window, not the last
+            ready = [(s, s == 0, False)]
+            j += 1
+        else:
+            total = length
+            if total <= 0:
+                raise ValueError("nothing to transcribe: the input has no samples or frames")
+            starts = window_starts(total, win, hop)
+            ready = [(x, x == starts[0], x == starts[-1]) for x in starts if x > last_done]
+            finished = True
+        for x, first, last in ready:
+            audio = abuf.get(x, x + win) if abuf is not None else None
+            frames = times = None
+            if vbuf is not None:
+                frames, times = vbuf.select(x / sr, fps, n_video)
+            batch.append((x, first, last, audio, frames, times))
+            last_done = x
+            if abuf is not None:
+                abuf.drop_before(x + hop)  # the next window starts at least a hop later
+            if vbuf is not None:
+                vbuf.drop_before((x + hop) / sr - 1.0 / fps - 1e-6)
+            if len(batch) >= batch_size:
+                yield from run_batch()
+    if batch:
+        yield from run_batch()
+    if pending is not None:
+        yield pending
+
+
+# ---------------------------------------------------------------------------------------------
+# Incremental decoding
+
+
+class StreamingDecoder:
+    """Onsets-and-Frames decoding of posteriors that arrive in consecutive runs of frames.
+
+    Gives exactly the notes and pedal events of :func:`avfusion.decoding.decode_notes` on the
+    whole performance (the tests check it), holding only one frame of look-ahead and the notes
+    still sounding. Per key: a note starts at an onset peak (a frame at or above
+    ``onset_threshold`` that is ≥ the previous frame and > the next), lasts while the frame
+    posterior stays at or above ``frame_threshold`` (at least ``min_note_ms``) and ends at the
+    next onset of the key at the latest.
+
+    Usage::
+
+        dec = StreamingDecoder(frame_rate_hz, DecodeConfig())
+        for first_frame, post in iter_posteriors(...):
+            dec.push(post["onset"], post["frame"], post["velocity"], post["pedal"])
+        notes = dec.finish()
+    """
+
+    def __init__(self, frame_rate_hz: float, config: DecodeConfig | None = None) -> None:
+        config = config or DecodeConfig()
+        self.frame_rate_hz = float(frame_rate_hz)
+        self.config = config
+        self.min_frames = max(1, int(np.ceil(config.min_note_ms / 1000 * frame_rate_hz)))
+        self.n_frames = 0  # frames pushed
+        self._t = 0  # the next frame to decide on (frames before it are decided)
+        self._prev_onset = np.zeros(N_KEYS)  # onset posterior of frame _t - 1
+        self._held: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None  # frame _t
+        self._open = np.zeros(N_KEYS, bool)
+        self._n_open = 0
+        self._running = np.zeros(N_KEYS, bool)
+        self._start = np.zeros(N_KEYS, np.int64)
+        self._run_end = np.zeros(N_KEYS, np.int64)
+        self._velocity = np.full(N_KEYS, 64, np.int64)
+        self._pedal_down = False
+        self.notes: list[Note] = []
+        self.pedal: list[PedalEvent] = []
+
+    def push(
+        self,
+        onset: np.ndarray,
+        frame: np.ndarray,
+        velocity: np.ndarray | None = None,
+        pedal: np.ndarray | None = None,
+    ) -> None:
+        """Add the next ``n`` frames: onset, frame float (n, 88) probabilities; velocity float
+        (n, 88) as velocity / 127 or None (64); pedal float (n,) probabilities or None."""
+        onset = np.asarray(onset)
+        frame = np.asarray(frame)
+        n = onset.shape[0]
+        if n == 0:
+            return
+        vel = None if velocity is None else np.asarray(velocity)
+        if pedal is not None:
+            down = np.asarray(pedal)[:n] >= self.config.pedal_threshold
+            states = np.concatenate([[self._pedal_down], down])
+            for i in np.flatnonzero(states[1:] != states[:-1]):
+                t_s = float((self.n_frames + int(i)) / self.frame_rate_hz)
+                self.pedal.append(PedalEvent(t_s, 127 if down[i] else 0))
+            self._pedal_down = bool(states[-1])
+        # the frames decidable now: the held one and all new ones but the last (whose next
+        # frame is not known yet); their peaks, vectorised
+        if self._held is not None:
+            h_on, h_fr, h_vel = self._held
+            on = np.concatenate([h_on[None], onset[:-1]])
+            fr = np.concatenate([h_fr[None], frame[:-1]])
+            vl = None if vel is None or h_vel is None else np.concatenate([h_vel[None], vel[:-1]])
+            nxt = onset
+        else:
+            on, fr, nxt = onset[:-1], frame[:-1], onset[1:]
+            vl = None if vel is None else vel[:-1]
+        if len(on):
+            prev = np.concatenate([self._prev_onset[None], on[:-1]])
+            peaks = (on >= self.config.onset_threshold) & (on >= prev) & (on > nxt)
+            above = fr >= self.config.frame_threshold
+            any_peak: np.ndarray = np.any(peaks, axis=1)
+            for r in range(len(on)):
+                if any_peak[r] or self._n_open:
+                    self._decide(peaks[r], above[r], None if vl is None else vl[r])
+                self._t += 1
+            self._prev_onset = on[-1]
+        self._held = (onset[-1], frame[-1], None if vel is None else vel[-1])
+        self.n_frames += n
+
+    def _emit(self, keys: np.ndarray, ends: np.ndarray) -> None:
+        fr = self.frame_rate_hz
+        for k, end in zip(keys.tolist(), ends.tolist(), strict=True):
+            i = int(self._start[k])
+            self.notes.append(Note(i / fr, end / fr, k + MIDI_MIN, int(self._velocity[k])))
+        self._open[keys] = False
+        self._running[keys] = False
+        self._n_open -= len(keys)
+
+    def _decide(self, peak: np.ndarray, above: np.ndarray, velocity: np.ndarray | None) -> None:
+        """Decide frame ``self._t`` from its onset peaks and frame posteriors above threshold."""
+        t = self._t
+        # a new onset ends the key's open note (decode_notes' stop_at)
+        closing = np.flatnonzero(peak & self._open)
+        if closing.size:
+            cand = np.maximum(self._run_end[closing], self._start[closing] + self.min_frames)
+            self._emit(closing, np.minimum(cand, t))
+        # notes still held extend while the frame posterior stays above its threshold
+        held = self._open & self._running & (self._start < t)
+        self._run_end[held & above] = t + 1
+        self._running[held & ~above] = False
+        # open a note at each peak
+        starting = np.flatnonzero(peak)
+        if starting.size:
+            self._open[starting] = True
+            self._n_open += len(starting)
+            self._running[starting] = True
+            self._start[starting] = t
+            self._run_end[starting] = t + 1
+            if velocity is None:
+                self._velocity[starting] = 64
+            else:
+                for k in starting.tolist():
+                    v = round(float(velocity[k]) * 127)  # as decode_notes: round, clip 1..127
+                    self._velocity[k] = 1 if v < 1 else 127 if v > 127 else v
+        # a note that stopped sounding is final once no onset can cut it short any more
+        if self._n_open:
+            cand = np.maximum(self._run_end, self._start + self.min_frames)
+            done = np.flatnonzero(self._open & ~self._running & (t >= cand - 1))
+            if done.size:
+                self._emit(done, cand[done])
+
+    def finish(self) -> Notes:
+        """Decide the last frame, end the notes still open at the end, and return all notes.
+
+        Returns:
+            :class:`Notes` (seconds), the same as ``decode_notes`` on all frames pushed.
+        """
+        if self._held is not None:
+            on, fr, vel = self._held
+            peak = (on >= self.config.onset_threshold) & (on >= self._prev_onset) & (on > 0)
+            self._decide(peak, fr >= self.config.frame_threshold, vel)
+            self._t += 1
+            self._held = None
+        n = self.n_frames
+        keys = np.flatnonzero(self._open)
+        if keys.size:
+            cand = np.maximum(self._run_end[keys], self._start[keys] + self.min_frames)
+            self._emit(keys, np.minimum(cand, n))
+        return Notes.from_iterables(self.notes, self.pedal)
+
+
+# ---------------------------------------------------------------------------------------------
+# Keyboard corners
+
+
+def parse_keyboard(keyboard: str | Sequence[float] | np.ndarray) -> np.ndarray:
+    """Keyboard corners from ``"X1,Y1,X2,Y2,X3,Y3,X4,Y4"`` (pixels), 8 numbers or a (4, 2) array.
+
+    Returns:
+        float64 (4, 2), (x, y) pixels: back-left, back-right, front-right, front-left.
+    Raises:
+        TranscriptionError: not 8 finite numbers.
+    """
+    if isinstance(keyboard, str):
+        parts = [p for p in keyboard.replace(";", ",").replace(" ", ",").split(",") if p]
+        try:
+            values = [float(p) for p in parts]
+        except ValueError as exc:
+            raise TranscriptionError(
+                f"--keyboard {keyboard!r}: not numbers; give 8 numbers X1,Y1,X2,Y2,X3,Y3,X4,Y4 "
+                "(pixels, clockwise from the back-left corner)"
+            ) from exc
+    else:
+        values = list(np.asarray(keyboard, dtype=np.float64).reshape(-1))
+    if len(values) != 8 or not all(math.isfinite(v) for v in values):
+        raise TranscriptionError(
+            f"--keyboard {keyboard!r}: expected 8 finite numbers X1,Y1,X2,Y2,X3,Y3,X4,Y4 (pixels, "
+            f"clockwise from the back-left corner), got {len(values)}"
+        )
+    return np.asarray(values, np.float64).reshape(4, 2)
+
+
+def check_corners(corners_px: np.ndarray, width_px: int, height_px: int, path: str | Path) -> None:
+    """Check hand-given keyboard corners against a video's frame.
+
+    Args:
+        corners_px: float (4, 2), (x, y) pixels, clockwise from the back-left.
+        width_px, height_px: the frame size.
+        path: the video (for messages).
+    Raises:
+        TranscriptionError: naming the file: a corner outside the frame, or the four corners do
+            not make a convex quadrilateral in clockwise order (as seen in the frame).
+    """
+    c = np.asarray(corners_px, np.float64).reshape(4, 2)
+    names = ("back-left", "back-right", "front-right", "front-left")
+    for (x, y), name in zip(c, names, strict=True):
+        if not (0 <= x <= width_px and 0 <= y <= height_px):
+            raise TranscriptionError(
+                f"{path}: --keyboard {name} corner ({x:g}, {y:g}) lies outside the "
+                f"{width_px}×{height_px} frame"
+            )
+    edges = np.roll(c, -1, axis=0) - c
+    cross = (
+        edges[:, 0] * np.roll(edges, -1, axis=0)[:, 1]
+        - edges[:, 1] * np.roll(edges, -1, axis=0)[:, 0]
+    )
+    area = 0.5 * float(np.sum(c[:, 0] * np.roll(c[:, 1], -1) - np.roll(c[:, 0], -1) * c[:, 1]))
+    if np.all(cross < 0):
+        raise TranscriptionError(
+            f"{path}: --keyboard corners go counter-clockwise; give them clockwise from the "
+            "back-left: back-left, back-right, front-right, front-left"
+        )
+    if not np.all(cross > 0) or area < 100.0:
+        raise TranscriptionError(
+            f"{path}: --keyboard corners do not make a convex quadrilateral (crossed, repeated "
+            "or collinear points); give back-left, back-right, front-right, front-left"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def default_checkpoint(mode: str) -> Path:
+    """The bundled checkpoint folder of a mode, ``avfusion/models/<mode>/``.
+
+    Raises:
+        TranscriptionError: if that folder has no ``config.json`` (the package was installed
+            without its models): pass a checkpoint folder instead.
+    """
+    if mode not in ("fusion", "audio", "video"):
+        raise TranscriptionError(f"mode {mode!r}: no bundled model; modes are fusion, audio, video")
+    folder = Path(str(importlib.resources.files("avfusion"))) / "models" / mode
+    if not (folder / "config.json").is_file():
+        raise TranscriptionError(
+            f"{folder}: the bundled {mode} model is missing (no config.json); pass a checkpoint "
+            "folder with --checkpoint (model.safetensors + config.json, e.g. "
+            f"runs/NAME-{mode}/model from `avfusion train`)"
+        )
+    return folder
+
+
+def _resolve_device(device: str | torch.device) -> str:
+    import torch
+
+    name = str(device)
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return name
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise TranscriptionError(f"--device {name}: no CUDA device is available; use cpu")
+        return name
+    raise TranscriptionError(f"--device {name!r}: use auto, cpu, cuda or cuda:N")
+
+
+_MODEL_CACHE: dict[tuple[str, str, float], tuple[Any, dict[str, Any]]] = {}
+
+
+def _load_model(folder: Path, device: str) -> tuple[Any, dict[str, Any]]:
+    """Load (and cache per folder, device and modification time) a checkpoint."""
+    from avfusion.model import load_checkpoint
+
+    config = folder / "config.json" if folder.is_dir() else folder
+    key = (str(folder.resolve()), device, config.stat().st_mtime if config.is_file() else 0.0)
+    if key not in _MODEL_CACHE:
+        if not folder.exists():
+            raise TranscriptionError(f"{folder}: no such checkpoint folder")
+        _MODEL_CACHE.clear()
+        _MODEL_CACHE[key] = load_checkpoint(folder, device=device)
+    return _MODEL_CACHE[key]
+
+
+def _decode_config(extra: dict[str, Any], folder: Path) -> DecodeConfig:
+    d = extra.get("decode")
+    if d is None:
+        return DecodeConfig()
+    known = {f.name for f in dataclasses.fields(DecodeConfig)}
+    try:
+        return DecodeConfig(**{k: float(v) for k, v in dict(d).items() if k in known})
+    except (TypeError, ValueError) as exc:
+        raise TranscriptionError(f"{folder}/config.json: bad extra.decode {d!r} ({exc})") from exc
+
+
+def _window_s(extra: dict[str, Any]) -> float:
+    """The training window length stored with a checkpoint, else 5 s."""
+    try:
+        return float(extra["train_config"]["data"]["window_s"])
+    except (KeyError, TypeError, ValueError):
+        return 5.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Keyboard detection and offset estimation (avfusion.detect, avfusion.sync)
+
+
+def _head_frames(
+    path: Path, seconds: float, max_frames: int, fps: float
+) -> tuple[list[np.ndarray], list[float]]:
+    """Up to ``max_frames`` gray frames spread evenly over the first ``seconds`` of a video
+    (only those are kept while decoding)."""
+    every = max(1, math.ceil((fps or 30.0) * seconds / max_frames))
+    frames: list[np.ndarray] = []
+    times: list[float] = []
+    for i, (t, img) in enumerate(iter_video(path, declared_s=None, gray=True)):
+        if (t > seconds and frames) or len(frames) >= max_frames:
+            break
+        if i % every == 0:
+            frames.append(img)
+            times.append(t)
+    return frames, times
+
+
+def _detect_keyboard(path: Path, seconds: float, fps: float) -> tuple[Any, Any]:
+    """Run `avfusion.detect` on the first seconds; returns (detection or None, the module)."""
+    from avfusion import detect
+
+    frames, _ = _head_frames(path, seconds, 16, fps)
+    return detect.detect_keyboard_in_frames(frames), detect
+
+
+def _estimate_offset(
+    audio: np.ndarray, sample_rate_hz: int, frames: np.ndarray, times_s: np.ndarray
+) -> tuple[float, float, float | None]:
+    """(offset_s, confidence, the estimator's minimum confidence or None)."""
+    from avfusion import sync
+
+    est = sync.estimate_offset_s(audio, sample_rate_hz, frames, times_s, max_offset_s=MAX_OFFSET_S)
+    minimum = getattr(sync, "MIN_CONFIDENCE", None)
+    return float(est.offset_s), float(est.confidence), minimum
+
+
+# ---------------------------------------------------------------------------------------------
+# Transcription
+
+
+def _warn(warnings: list[str], text: str) -> None:
+    warnings.append(text)
+    log.warning(text)
+
+
+def transcribe(
+    video_path: str | Path,
+    audio_path: str | Path | None = None,
+    *,
+    mode: str = "auto",
+    keyboard: str | Sequence[float] | np.ndarray | None = None,
+    offset_s: float | None = None,
+    checkpoint: str | Path | None = None,
+    device: str | torch.device = "auto",
+    batch_size: int | None = None,
+    window_s: float | None = None,
+    decode: DecodeConfig | None = None,
+    detect_s: float = 5.0,
+    sync_s: float = 45.0,
+    track_keyboard: bool = True,
+    progress: bool = False,
+) -> Transcription:
+    """Transcribe a piano video (keyboard in view, with its sound) or an audio file to notes.
+
+    Args:
+        video_path: a video (mp4, mkv, mov, webm …; any frame size and rate) or an audio file
+            (wav, flac, mp3, ogg …: audio mode). Audio of any rate and channel count is mixed to
+            mono and resampled to the model's 16 kHz.
+        audio_path: take the audio from this file instead of the video's own track.
+        mode: ``auto`` (fusion when there is audio and a keyboard, else what the input allows;
+            with ``checkpoint``, that checkpoint's mode), ``fusion``, ``audio`` or ``video``.
+        keyboard: the keyboard's corners in the video, pixels, clockwise from the back-left
+            (back-left, back-right, front-right, front-left): ``"X1,Y1,…,X4,Y4"``, 8 numbers or
+            a (4, 2) array. Default: detected automatically (`avfusion.detect`).
+        offset_s: audio-video offset ``t_audio − t_video`` in seconds (video times are
+            corrected by adding it). Default: estimated within ±1 s (`avfusion.sync`) in fusion
+            mode, 0 otherwise.
+        checkpoint: a checkpoint folder (model.safetensors + config.json). Default: the model
+            bundled for the mode, ``avfusion/models/<mode>/``.
+        device: ``auto`` (CUDA if available), ``cpu``, ``cuda`` or ``cuda:N``.
+        batch_size: windows per forward pass (default 2 on CPU: larger batches are no faster
+            there and each 5 s fusion window holds about 100 MB of activations; 32 on CUDA).
+        window_s: window length in seconds (default: the checkpoint's training window, else 5).
+        decode: decoding thresholds (default: those stored with the checkpoint).
+        detect_s: seconds at the start of the video searched for the keyboard.
+        sync_s: seconds at the start used to estimate the offset.
+        track_keyboard: follow a detected keyboard through the video (camera motion).
+        progress: show a tqdm progress bar (seconds of input) on stderr.
+    Returns:
+        :class:`Transcription`, a :class:`avfusion.notes.Notes` (seconds, MIDI pitch and
+        velocity, CC64 events) with ``info`` (:class:`TranscriptionInfo`: mode used, corners,
+        offset, timing, warnings).
+    Raises:
+        TranscriptionError: naming the file and the problem: missing, empty, folder, not a
+            video or audio file, still image, truncated or corrupt, NaN or infinite audio, no
+            audio for audio mode, no video for fusion/video mode, no keyboard found for
+            fusion/video mode (give ``keyboard``), bad ``keyboard`` corners, bad mode/device,
+            missing bundled model.
+        ValueError: an unreadable or mismatching checkpoint (from `load_checkpoint`).
+    """
+    t_start = time.perf_counter()
+    path = Path(video_path)
+    if mode not in MODES:
+        raise TranscriptionError(f"--mode {mode!r}: use one of {', '.join(MODES)}")
+    if offset_s is not None and not math.isfinite(float(offset_s)):
+        raise TranscriptionError(f"--offset-s {offset_s}: must be a finite number of seconds")
+    media = probe_media(path)
+    audio_media = media
+    if audio_path is not None:
+        audio_media = probe_media(audio_path)
+        if not audio_media.has_audio:
+            raise TranscriptionError(f"{audio_path}: has no audio stream (given as --audio)")
+        if not media.has_video:
+            raise TranscriptionError(
+                f"{path}: has no video stream; --audio is for a video without (or with other) "
+                "sound; transcribe an audio file by giving it as the input"
+            )
+    has_audio = audio_media.has_audio
+    dev = _resolve_device(device)
+    warnings: list[str] = []
+
+    # the checkpoint, when given, and the mode it implies; then what the input allows
+    ckpt_model: Any = None
+    ckpt_extra: dict[str, Any] = {}
+    if checkpoint is not None:
+        ckpt_model, ckpt_extra = _load_model(Path(checkpoint), dev)
+    goal = mode if mode != "auto" else (ckpt_model.config.mode if ckpt_model else "fusion")
+    goal = _mode_for_streams(path, goal, mode, media.has_video, has_audio, warnings)
+
+    kb: _Keyboard | None = None
+    if goal in ("fusion", "video"):
+        kb = _find_keyboard(path, media, keyboard, detect_s, track_keyboard)
+        if kb.corners is None:
+            if mode == "auto" and has_audio:
+                _warn(warnings, f"{path}: {kb.problem}; transcribing from the audio only (give "
+                      "the corners with --keyboard X1,Y1,…,X4,Y4 to use the video)")  # fmt: skip
+                goal, kb = "audio", None
+            else:
+                raise TranscriptionError(
+                    f"{path}: {kb.problem}; give its corners with --keyboard "
+                    "X1,Y1,X2,Y2,X3,Y3,X4,Y4 (pixels, clockwise from the back-left)"
+                    + ("" if has_audio else ", or add sound with --audio")
+                )
+    elif keyboard is not None:
+        _warn(warnings, f"{path}: --keyboard is ignored in {goal} mode")
+    needs_audio, needs_video = goal in ("fusion", "audio"), goal in ("fusion", "video")
+
+    # the model
+    if ckpt_model is not None:
+        model, extra, folder, bundled = ckpt_model, ckpt_extra, Path(str(checkpoint)), False
+        if model.config.mode not in (goal, "fusion"):
+            raise TranscriptionError(
+                f"{folder}: is a checkpoint for {model.config.mode} mode; it cannot run "
+                f"{goal} mode ({path}); use --mode {model.config.mode} or another checkpoint"
+            )
+    else:
+        folder, bundled = default_checkpoint(goal), True
+        model, extra = _load_model(folder, dev)
+    cfg = model.config
+    sr, hop = int(cfg.sample_rate_hz), int(cfg.hop_length)
+    decode = decode or _decode_config(extra, folder)
+    window_s = float(window_s or _window_s(extra))
+    batch_size = int(batch_size or (32 if dev.startswith("cuda") else 2))
+    if batch_size < 1:
+        raise TranscriptionError(f"batch_size={batch_size}: must be >= 1")
+
+    # the streams: audio chunks; rectified frames on the audio's clock
+    audio_source = Path(audio_path) if audio_path is not None else path
+    audio_it: Iterator[np.ndarray] | None = None
+    if needs_audio:
+        declared = audio_media.audio_duration_s
+        if audio_media.format_name in ESTIMATED_DURATION_FORMATS:
+            declared = None  # FFmpeg guesses these from the bit rate: no truncation check
+        audio_it = iter_audio(audio_source, sr, declared_s=declared)
+    fps = media.fps or 30.0
+    video_it: Iterator[tuple[float, np.ndarray]] | None = None
+    if kb is not None and kb.corners is not None:
+        # the video's own audio track may start later than its first frame
+        a0 = _audio_start_s(path) if needs_audio and audio_path is None else 0.0
+        video_it = rectify_stream(
+            iter_video(path, declared_s=media.video_duration_s),
+            kb.corners,
+            int(cfg.rect_width_px),
+            int(cfg.rect_height_px),
+            time_shift_s=-a0,
+            tracker=kb.tracker,
+            track_every=max(1, round(fps / TRACK_HZ)),
+            on_corners=kb.moved,
+        )
+
+    # the audio-video offset
+    offset = _Offset(0.0, "none", None)
+    if offset_s is not None:
+        if needs_video:
+            offset = _Offset(float(offset_s), "manual", None)
+        else:
+            _warn(warnings, f"{path}: --offset-s is ignored in {goal} mode")
+    elif audio_it is not None and video_it is not None:
+        offset, audio_it, video_it = _sync(path, audio_it, video_it, sync_s, sr, warnings)
+    if video_it is not None and offset.offset_s != 0.0:
+        video_it = ((t + offset.offset_s, f) for t, f in video_it)
+    if needs_audio and needs_video:
+        v_len = media.video_duration_s or media.duration_s
+        a_len = audio_media.audio_duration_s or audio_media.duration_s
+        if v_len and a_len and abs(v_len - a_len) > 2.0:
+            _warn(warnings, f"{path}: the video lasts {v_len:.1f} s and the audio {a_len:.1f} s; "
+                  "notes are transcribed over the audio's length")  # fmt: skip
+
+    # windows → posteriors → notes, streamed
+    expected_s = (
+        (audio_media.audio_duration_s or audio_media.duration_s)
+        if needs_audio
+        else (media.video_duration_s or media.duration_s)
+    )
+    level = _AudioLevel()
+    if audio_it is not None:
+        audio_it = level.watch(audio_it)
+    decoder = StreamingDecoder(cfg.frame_rate_hz, decode)
+    n_windows, frames_done = 0, 0
+
+    def count_window() -> None:
+        nonlocal n_windows
+        n_windows += 1
+
+    bar = _progress_bar(progress, expected_s, path.name)
+    try:
+        for first, post in iter_posteriors(model, audio_it, video_it, video_fps=fps,
+                                           window_s=window_s, batch_size=batch_size, device=dev,
+                                           on_window=count_window):  # fmt: skip
+            assert first == frames_done, "posteriors out of order"
+            decoder.push(post["onset"], post["frame"], post["velocity"], post["pedal"])
+            frames_done += len(post["onset"])
+            if bar is not None:
+                step_s = len(post["onset"]) / cfg.frame_rate_hz
+                bar.update(min(step_s, max(bar.total - bar.n, 0.0)) if bar.total else step_s)
+    finally:
+        if bar is not None:
+            bar.close()
+    notes = decoder.finish()
+    duration_s = level.n_samples / sr if needs_audio else max(frames_done - 1, 0) * hop / sr
+    if needs_audio and level.peak < SILENCE_PEAK:
+        _warn(warnings, f"{audio_source}: the audio is silent (peak {level.peak:.1e})")
+    if not len(notes):
+        _warn(warnings, f"{path}: no notes found")
+
+    wall = time.perf_counter() - t_start
+    info = TranscriptionInfo(
+        input=str(path),
+        audio=str(audio_source) if needs_audio else None,
+        mode_requested=mode,
+        mode=goal,
+        checkpoint=str(folder),
+        checkpoint_mode=str(cfg.mode),
+        bundled=bundled,
+        keyboard_corners_px=(
+            tuple((float(x), float(y)) for x, y in kb.start_corners)
+            if kb is not None and kb.start_corners is not None
+            else None
+        ),
+        keyboard_source=kb.source if kb is not None else None,
+        keyboard_confidence=kb.confidence if kb is not None else None,
+        keyboard_max_shift_px=kb.max_shift_px if kb is not None else 0.0,
+        offset_s=offset.offset_s,
+        offset_source=offset.source,
+        offset_confidence=offset.confidence,
+        duration_s=float(duration_s),
+        n_windows=n_windows,
+        window_s=window_s,
+        device=dev,
+        wall_s=round(wall, 3),
+        real_time_factor=round(wall / duration_s, 4) if duration_s > 0 else 0.0,
+        decode=decode.to_dict(),
+        warnings=tuple(warnings),
+    )
+    log.info("%s", describe(info, len(notes)))
+    return Transcription(notes.notes, notes.pedal, info)
+
+
+def _mode_for_streams(
+    path: Path, goal: str, mode: str, has_video: bool, has_audio: bool, warnings: list[str]
+) -> str:
+    """The mode the input's streams allow: ``auto`` falls back (an audio file → audio, a silent
+    video → video, with a warning); an asked mode whose stream is missing is an error."""
+    if goal in ("fusion", "video") and not has_video:
+        if mode == "auto" and has_audio:
+            return "audio"
+        raise TranscriptionError(
+            f"{path}: has no video stream; {goal} mode needs a video with the keyboard in view "
+            "(use --mode audio for an audio file)"
+        )
+    if goal in ("fusion", "audio") and not has_audio:
+        if mode == "auto" and goal == "fusion":
+            _warn(warnings, f"{path}: the video has no audio track; transcribing in video mode")
+            return "video"
+        raise TranscriptionError(
+            f"{path}: has no audio track; {goal} mode needs audio (give --audio FILE, or use "
+            "--mode video)"
+        )
+    return goal
+
+
+@dataclass
+class _Keyboard:
+    """Where the keyboard is: ``corners`` (None when not found, with ``problem`` saying why)."""
+
+    corners: np.ndarray | None
+    source: str | None = None
+    confidence: float | None = None
+    tracker: Any = None
+    problem: str = ""
+    max_shift_px: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.start_corners = None if self.corners is None else self.corners.copy()
+
+    def moved(self, corners: np.ndarray) -> None:
+        """Tracker callback: remember how far the corners moved from the start."""
+        assert self.start_corners is not None
+        shift = float(np.abs(corners - self.start_corners).max())
+        self.max_shift_px = max(self.max_shift_px, shift)
+
+
+def _find_keyboard(
+    path: Path,
+    media: MediaInfo,
+    keyboard: str | Sequence[float] | np.ndarray | None,
+    detect_s: float,
+    track: bool,
+) -> _Keyboard:
+    """Corners given by hand (checked against the frame), else detected on the first
+    ``detect_s`` seconds (and followed by a tracker)."""
+    if keyboard is not None:
+        corners = parse_keyboard(keyboard)
+        check_corners(corners, media.width_px, media.height_px, path)
+        return _Keyboard(corners, "manual")
+    det, detect_mod = _detect_keyboard(path, detect_s, media.fps)
+    min_conf = float(getattr(detect_mod, "MIN_CONFIDENCE", 0.0))
+    if det is None or float(det.confidence) < min_conf:
+        found = (
+            "no keyboard found"
+            if det is None
+            else f"keyboard found with low confidence {float(det.confidence):.2f} "
+            f"(< {min_conf:.2f})"
+        )
+        return _Keyboard(None, problem=f"{found} in the first {detect_s:g} s of the video")
+    tracker = detect_mod.KeyboardTracker(recheck_interval_s=TRACK_RECHECK_S) if track else None
+    corners = np.asarray(det.corners_px, np.float64).reshape(4, 2)
+    return _Keyboard(corners, "detected", float(det.confidence), tracker)
+
+
+@dataclass(frozen=True)
+class _Offset:
+    offset_s: float
+    source: str  # manual, estimated, none
+    confidence: float | None
+
+
+def _sync(
+    path: Path,
+    audio_it: Iterator[np.ndarray],
+    video_it: Iterator[tuple[float, np.ndarray]],
+    seconds: float,
+    sample_rate_hz: int,
+    warnings: list[str],
+) -> tuple[_Offset, Iterator[np.ndarray], Iterator[tuple[float, np.ndarray]]]:
+    """Estimate the offset on the first ``seconds`` of both streams (`avfusion.sync`); returns
+    it and the two streams, whole again (the head is replayed, then released)."""
+    head_a, head_v = _read_head(audio_it, video_it, seconds, sample_rate_hz)
+    offset, why = _Offset(0.0, "none", None), ""
+    head_s = sum(len(a) for a in head_a) / sample_rate_hz
+    if head_s < MIN_SYNC_S:
+        log.info("%s: %.1f s is too short to estimate the audio-video offset; 0 s", path, head_s)
+        return offset, _chain_deque(deque(head_a), audio_it), _chain_deque(deque(head_v), video_it)
+    try:
+        est, conf, minimum = _estimate_offset(
+            np.concatenate(head_a) if head_a else np.zeros(0, np.float32),
+            sample_rate_hz,
+            np.stack([f for _, f in head_v]) if head_v else np.zeros((0, 1, 1), np.uint8),
+            np.asarray([t for t, _ in head_v], np.float64),
+        )
+        offset = _Offset(0.0, "none", conf)
+        if minimum is not None and conf < float(minimum):
+            why = f"confidence {conf:.2f} < {float(minimum):.2f}"
+        else:
+            offset = _Offset(est, "estimated", conf)
+    except ValueError as exc:  # too few frames, repeated timestamps, no audio
+        why = str(exc)
+    if why:
+        _warn(warnings, f"{path}: could not estimate the audio-video offset reliably ({why}); "
+              "assuming 0 s (set it with --offset-s)")  # fmt: skip
+    return offset, _chain_deque(deque(head_a), audio_it), _chain_deque(deque(head_v), video_it)
+
+
+class _AudioLevel:
+    """Counts the samples and the peak of an audio stream as it passes."""
+
+    def __init__(self) -> None:
+        self.peak = 0.0
+        self.n_samples = 0
+
+    def watch(self, chunks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        for c in chunks:
+            if c.size:
+                self.peak = max(self.peak, float(np.abs(c).max()))
+                self.n_samples += c.size
+            yield c
+
+
+def describe(info: TranscriptionInfo, n_notes: int | None = None) -> str:
+    """One line on what a transcription did: mode, keyboard, offset, speed."""
+    parts = [f"{info.input}: {info.mode} mode"]
+    if info.mode != info.mode_requested:
+        parts[0] += f" (asked {info.mode_requested})"
+    if info.keyboard_corners_px is not None:
+        c = ",".join(f"{v:.0f}" for xy in info.keyboard_corners_px for v in xy)
+        kb = f"keyboard {info.keyboard_source} [{c}]"
+        if info.keyboard_confidence is not None:
+            kb += f" confidence {info.keyboard_confidence:.2f}"
+        if info.keyboard_max_shift_px > 0:
+            kb += f", tracked (moved up to {info.keyboard_max_shift_px:.1f} px)"
+        parts.append(kb)
+        off = f"offset {info.offset_s:+.3f} s ({info.offset_source}"
+        if info.offset_confidence is not None:
+            off += f", confidence {info.offset_confidence:.2f}"
+        parts.append(off + ")")
+    if n_notes is not None:
+        parts.append(f"{n_notes} notes")
+    parts.append(
+        f"{info.duration_s:.1f} s in {info.wall_s:.1f} s on {info.device} "
+        f"(real-time factor {info.real_time_factor:.3f})"
+    )
+    return "; ".join(parts)
+
+
+def _audio_start_s(path: Path) -> float:
+    """Start time of the first audio stream relative to the first video frame's clock (s)."""
+    import av
+
+    with av.open(str(path)) as c:
+        if not c.streams.audio:
+            return 0.0
+        a = c.streams.audio[0]
+        if a.start_time is None or a.time_base is None:
+            return 0.0
+        return float(a.start_time * a.time_base)
+
+
+def _read_head(
+    audio_it: Iterator[np.ndarray],
+    video_it: Iterator[tuple[float, np.ndarray]],
+    seconds: float,
+    sample_rate_hz: int,
+) -> tuple[list[np.ndarray], list[tuple[float, np.ndarray]]]:
+    """The first ``seconds`` of both streams (the iterators go on after them)."""
+    head_a: list[np.ndarray] = []
+    n = 0
+    for chunk in audio_it:
+        head_a.append(chunk)
+        n += chunk.size
+        if n >= seconds * sample_rate_hz:
+            break
+    head_v: list[tuple[float, np.ndarray]] = []
+    for t, f in video_it:
+        head_v.append((t, f))
+        if t >= seconds:
+            break
+    return head_a, head_v
+
+
+def _chain_deque(head: deque[Any], rest: Iterator[Any]) -> Iterator[Any]:
+    """Items of ``head`` (released as they are taken), then of ``rest``."""
+    while head:
+        yield head.popleft()
+    yield from rest
+
+
+def _progress_bar(enabled: bool, total_s: float, name: str) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(
+        total=round(total_s, 1) if total_s else None,
+        unit="s",
+        desc=name[:30],
+        leave=False,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs
+
+
+def write_notes_csv(notes: Notes, path: str | Path) -> Path:
+    """Write one row per note, ``onset_s,offset_s,pitch,velocity`` (seconds to the
+    microsecond, MIDI pitch, MIDI velocity), with that header, atomically.
+
+    Raises:
+        OSError: the folder is missing or not writable.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        _write_csv_rows(notes, f)
+    return path
+
+
+def _write_csv_rows(notes: Notes, f: Any) -> None:
+    w = csv.writer(f)
+    w.writerow(["onset_s", "offset_s", "pitch", "velocity"])
+    for n in notes.notes:
+        w.writerow([f"{n.onset_s:.6f}", f"{n.offset_s:.6f}", n.pitch, n.velocity])
+
+
+def save_piano_roll(
+    notes: Notes, path: str | Path, *, duration_s: float | None = None, title: str = ""
+) -> Path:
+    """Draw notes as a piano roll (time × pitch, colour = velocity, grey band = sustain pedal
+    down) and save it as a PNG with matplotlib's Agg backend, atomically.
+
+    Raises:
+        OSError: the folder is missing or not writable.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        _draw_roll(notes, tmp, duration_s, title)
+    return path
+
+
+def _draw_roll(notes: Notes, out: Path, duration_s: float | None, title: str) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    end = max(duration_s or 0.0, notes.end_s, 1.0)
+    fig = Figure(figsize=(12, 5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    if notes.notes:
+        import matplotlib
+        from matplotlib.collections import PolyCollection
+
+        on = np.array([n.onset_s for n in notes.notes])  # (n,)
+        off = np.array([n.offset_s for n in notes.notes])
+        y = np.array([n.pitch for n in notes.notes], np.float64)
+        vel = np.array([n.velocity for n in notes.notes]) / 127.0
+        verts = np.stack(  # (n, 4, 2) rectangles, one collection: fast for many notes
+            [np.c_[on, y - 0.4], np.c_[off, y - 0.4], np.c_[off, y + 0.4], np.c_[on, y + 0.4]],
+            axis=1,
+        )
+        colours = matplotlib.colormaps["viridis"](vel)
+        ax.add_collection(PolyCollection(list(verts), facecolors=colours, linewidths=0))
+    for lo, hi in notes.pedal_down_intervals():
+        ax.axvspan(lo, hi, ymin=0.0, ymax=0.02, color="0.5", linewidth=0)
+    ax.set_xlim(0, end)
+    ax.set_ylim(MIDI_MIN - 2, MIDI_MIN + N_KEYS)
+    cs = list(range(24, 109, 12))
+    ax.set_yticks(cs, [f"C{p // 12 - 1}" for p in cs])
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("pitch")
+    ax.set_title(title or f"{len(notes)} notes")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(str(out), format="png")
+
+
+def check_writable(path: str | Path, what: str = "output") -> Path:
+    """Make sure a file can be created at ``path`` (its folder exists and takes a new file).
+
+    Raises:
+        TranscriptionError: naming the path: the folder is missing, is a file, or is not
+            writable; or ``path`` is an existing folder.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise TranscriptionError(f"{path}: the {what} path is a folder; give a file name")
+    if not folder.is_dir():
+        raise TranscriptionError(f"{path}: cannot write the {what}: folder {folder} does not exist")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".avfusion-probe.", dir=folder)
+    except OSError as exc:
+        raise TranscriptionError(
+            f"{path}: cannot write the {what} in {folder} ({exc.strerror or exc})"
+        ) from exc
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
+def write_outputs(
+    result: Transcription,
+    midi_path: str | Path,
+    *,
+    roll_path: str | Path | None = None,
+    csv_path: str | Path | None = None,
+) -> list[Path]:
+    """Write the MIDI file and, if asked, the piano-roll PNG and the notes CSV, all or none:
+    each goes to a temporary file first, and they are renamed only when all are written.
+
+    Returns:
+        The paths written.
+    Raises:
+        OSError: a folder is missing or not writable (no output is left behind).
+    """
+    from avfusion.midi import write_midi
+
+    targets = [Path(midi_path)] + [Path(p) for p in (roll_path, csv_path) if p is not None]
+    with contextlib.ExitStack() as stack:
+        tmp_midi = stack.enter_context(atomic_path(midi_path))
+        write_midi(result, tmp_midi, end_s=result._duration_s())
+        if roll_path is not None:
+            tmp_roll = stack.enter_context(atomic_path(roll_path))
+            _draw_roll(result, tmp_roll, result._duration_s(), result._title())
+        if csv_path is not None:
+            tmp_csv = stack.enter_context(atomic_path(csv_path))
+            with open(tmp_csv, "w", newline="") as f:
+                _write_csv_rows(result, f)
+    return targets
+
+
+# ---------------------------------------------------------------------------------------------
+# Several inputs
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """The outcome for one input of :func:`transcribe_files`: ``outputs`` written and the
+    ``transcription``, or the ``error`` message."""
+
+    input: Path
+    outputs: tuple[Path, ...] = ()
+    transcription: Transcription | None = None
+    error: str | None = None
+
+
+def transcribe_files(
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    audio_path: str | Path | None = None,
+    roll_path: str | Path | None = None,
+    csv_path: str | Path | None = None,
+    progress: bool = False,
+    **options: Any,
+) -> list[FileResult]:
+    """Transcribe inputs to MIDI files (what ``avfusion transcribe`` runs).
+
+    One input: ``out`` is the MIDI file, or, if it is an existing folder, the folder that gets
+    ``<stem>.mid``; ``roll_path`` and ``csv_path`` are files. Several inputs: ``out`` is a
+    folder (made if its parent exists) that gets ``<stem>.mid`` per input, and ``roll_path`` /
+    ``csv_path`` are folders for ``<stem>.png`` / ``<stem>.csv``. A failing input is reported
+    (logged, and in its :class:`FileResult`), leaves no output file, and the others still run.
+
+    Args:
+        inputs: videos or audio files.
+        out: the MIDI file or the output folder.
+        audio_path: separate audio for a single video input.
+        roll_path, csv_path: piano-roll PNG and notes CSV (files or folders as above).
+        progress: progress bars on stderr.
+        options: passed to :func:`transcribe` (mode, keyboard, offset_s, checkpoint, device …).
+    Returns:
+        One :class:`FileResult` per input, in order.
+    Raises:
+        TranscriptionError: problems that concern every input, found before any is read: no
+            inputs, ``audio_path`` with several inputs, two inputs with the same stem, bad
+            ``keyboard`` text, unwritable outputs or missing folders.
+        ValueError: an unreadable or mismatching checkpoint given in ``options``.
+    """
+    paths = [Path(p) for p in inputs]
+    if not paths:
+        raise TranscriptionError("no input files given")
+    out = Path(out)
+    several = len(paths) > 1
+    if audio_path is not None and several:
+        raise TranscriptionError("--audio goes with a single input video, not several")
+    if several:
+        stems = [p.stem for p in paths]
+        dup = sorted({s for s in stems if stems.count(s) > 1})
+        if dup:
+            raise TranscriptionError(
+                f"several inputs are named {dup[0]!r}; their outputs would collide in {out}; "
+                "transcribe them into separate folders"
+            )
+    if options.get("keyboard") is not None:  # fail once, before any input, on bad options
+        parse_keyboard(options["keyboard"])
+    if options.get("checkpoint") is not None:
+        _load_model(Path(options["checkpoint"]), _resolve_device(options.get("device", "auto")))
+    if several:
+        for folder, what in ((out, "output"), (roll_path, "--roll"), (csv_path, "--notes")):
+            if folder is not None:
+                _make_output_folder(Path(folder), what)
+    else:
+        if out.is_dir():
+            out = out / f"{paths[0].stem}.mid"
+        for f, what in ((out, "MIDI output"), (roll_path, "--roll PNG"), (csv_path, "--notes CSV")):
+            if f is not None:
+                check_writable(f, what)
+
+    def targets(p: Path) -> tuple[Path, Path | None, Path | None]:
+        if not several:
+            return out, _opt_path(roll_path), _opt_path(csv_path)
+        return (
+            out / f"{p.stem}.mid",
+            Path(roll_path) / f"{p.stem}.png" if roll_path else None,
+            Path(csv_path) / f"{p.stem}.csv" if csv_path else None,
+        )
+
+    results: list[FileResult] = []
+    outer = None
+    if progress and len(paths) > 1:
+        from tqdm import tqdm
+
+        outer = tqdm(total=len(paths), unit="file", desc="transcribe")
+    try:
+        for p in paths:
+            midi, roll, notes_csv = targets(p)
+            try:
+                result = transcribe(p, audio_path, progress=progress, **options)
+                written = write_outputs(result, midi, roll_path=roll, csv_path=notes_csv)
+                results.append(FileResult(p, tuple(written), result))
+            except (ValueError, OSError) as exc:
+                msg = str(exc) if str(p) in str(exc) else f"{p}: {exc}"
+                log.error("%s", msg)
+                results.append(FileResult(p, error=msg))
+            if outer is not None:
+                outer.update(1)
+    finally:
+        if outer is not None:
+            outer.close()
+    return results
+
+
+def _opt_path(p: str | Path | None) -> Path | None:
+    return None if p is None else Path(p)
+
+
+def _make_output_folder(folder: Path, what: str) -> None:
+    """Make sure ``folder`` is a writable folder (made if its parent exists)."""
+    if folder.exists() and not folder.is_dir():
+        raise TranscriptionError(f"{folder}: {what} must be a folder with several inputs")
+    if not folder.is_dir():
+        if not folder.parent.is_dir():
+            raise TranscriptionError(
+                f"{folder}: cannot make the {what} folder: {folder.parent} does not exist"
+            )
+        try:
+            folder.mkdir()
+        except OSError as exc:
+            raise TranscriptionError(
+                f"{folder}: cannot make the {what} folder ({exc.strerror})"
+            ) from exc
+    check_writable(folder / ".probe", what)
