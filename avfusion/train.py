@@ -151,6 +151,7 @@ class TranscriptionSystem(L.LightningModule):
         self.model = AVTranscriber(model_config_for(self.cfg))
         self._val: list[Any] | None = None
         self._val_scores: dict[str, list[float]] = {}
+        self._val_cache: tuple[tuple[int, int], list[Any]] | None = None
         self.bank: Any = None
 
     def _inputs(self, batch: dict[str, torch.Tensor]) -> tuple[Any, Any, Any, int]:
@@ -185,8 +186,16 @@ class TranscriptionSystem(L.LightningModule):
         self._val_scores = {c: [] for c in self.cfg.val_conditions}
 
     def validation_step(self, index: torch.Tensor, batch_idx: int) -> None:
-        for cond, notes_est, ref in self._validate_one(int(index[0])):
-            self._val_scores[cond].append(transcription_metrics(ref, notes_est)["note/f1"])
+        # note F1 at the best of a few onset thresholds, so that an early model whose onset
+        # probabilities have not reached 0.5 yet is still ranked (the export tunes them finely)
+        per_threshold = [
+            self._validate_one(int(index[0]), DecodeConfig(onset_threshold=t, frame_threshold=t))
+            for t in VAL_THRESHOLDS
+        ]
+        for k, cond in enumerate(c for c, _, _ in per_threshold[0]):
+            self._val_scores[cond].append(
+                max(transcription_metrics(r[k][2], r[k][1])["note/f1"] for r in per_threshold)
+            )
 
     def _validate_one(
         self, i: int, decode: DecodeConfig | None = None
@@ -194,7 +203,9 @@ class TranscriptionSystem(L.LightningModule):
         decode = decode or DecodeConfig()
         it = self._val_items()[i]
         out = []
-        for cond, post in self._posteriors(it):
+        if self._val_cache is None or self._val_cache[0] != (i, self.global_step):
+            self._val_cache = ((i, self.global_step), self._posteriors(it))
+        for cond, post in self._val_cache[1]:
             est = decode_notes(
                 post["onset"],
                 post["frame"],
@@ -266,6 +277,9 @@ class TranscriptionSystem(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
+VAL_THRESHOLDS: tuple[float, ...] = (0.1, 0.3, 0.5)
+
+
 def _clip_notes(notes: Any, seconds: float) -> Any:
     from avfusion.notes import Notes
 
@@ -326,12 +340,12 @@ def train(
     }
     system = TranscriptionSystem(asdict(config))
     ckpt = ModelCheckpoint(
-        dirpath=out / "checkpoints",
-        filename="best",
-        monitor="val/note_f1",
-        mode="max",
-        save_last=True,
+        dirpath=out / "checkpoints", filename="best", monitor="val/note_f1", mode="max"
     )
+    # last.ckpt every few steps whatever the validation says (Lightning's save_last only copies
+    # a checkpoint when the monitored one is saved), so a killed run loses little
+    latest = ModelCheckpoint(dirpath=out / "checkpoints", filename="latest-{step}", save_top_k=1,
+                             every_n_train_steps=max(1, min(50, config.val_every_n_steps)), save_last=True)  # fmt: skip
     max_time = timedelta(minutes=config.max_time_min) if config.max_time_min else None
     precision: Any = (
         "bf16-mixed"
@@ -340,7 +354,7 @@ def train(
     )
     trainer = L.Trainer(
         accelerator=accelerator, devices=devices, strategy=strategy, max_steps=config.max_steps, max_time=max_time,
-        val_check_interval=config.val_every_n_steps, check_val_every_n_epoch=None, callbacks=[ckpt],
+        val_check_interval=config.val_every_n_steps, check_val_every_n_epoch=None, callbacks=[ckpt, latest],
         logger=CSVLogger(out, name="logs", version=""), precision=precision, enable_progress_bar=progress,
         log_every_n_steps=10, num_sanity_val_steps=0, deterministic=False,
     )  # fmt: skip
