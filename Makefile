@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont espeak-ng ffmpeg
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup apt venv test test-all lint demo clean
+.PHONY: setup apt venv eval-deps test test-all lint demo clean
 
 setup: apt venv
 
@@ -26,6 +26,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
+
+# Benchmark baselines: Transkun V2 and Basic Pitch without their training-only dependencies
+# (TensorFlow, tensorboard, ...); see eval/requirements-eval.txt
+eval-deps: setup
+	$(PY) -m pip install -q -e '.[dev,eval]'
+	$(PY) -m pip install -q --no-deps -r eval/requirements-eval.txt
 
 test: setup
 	$(PY) -m pytest -q -m "not slow"
