@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont espeak-ng ffmpeg
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup apt venv eval-deps test test-all lint demo clean
+.PHONY: setup apt venv eval-deps test test-all lint demo models clean
 
 setup: apt venv
 
@@ -45,6 +45,22 @@ lint: setup
 
 demo: setup
 	$(VENV)/bin/avfusion demo
+
+# Reproduce the bundled models from scratch: corpus, noise bank, the three cpu-small runs (run in
+# parallel, one thread each: about 1 h on 2 cores), then copy each exported model into the package.
+data/corpus/manifest.jsonl: | setup
+	$(VENV)/bin/avfusion synth --out data/corpus --hours 2 --seed 0 --workers 2
+
+data/noise/manifest.json: | setup
+	$(VENV)/bin/avfusion noisebank --out data/noise
+
+models: data/corpus/manifest.jsonl data/noise/manifest.json
+	mkdir -p runs avfusion/models
+	for m in fusion audio video; do \
+	  OMP_NUM_THREADS=1 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small.yaml \
+	    --mode $$m --out runs/cpu-small-$$m --no-progress > runs/train-$$m.log 2>&1 & \
+	done; wait
+	for m in fusion audio video; do rm -rf avfusion/models/$$m; cp -r runs/cpu-small-$$m/model avfusion/models/$$m; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -280,6 +280,19 @@ class TranscriptionSystem(L.LightningModule):
 VAL_THRESHOLDS: tuple[float, ...] = (0.1, 0.3, 0.5)
 
 
+def _checkpoint_to_export(folder: Path) -> str:
+    """``best.ckpt`` (highest validation note F1), or ``last.ckpt`` when no validation ever
+    scored above 0 (then "best" is only the first validation, and the latest weights are the
+    better guess)."""
+    last, best = folder / "last.ckpt", folder / "best.ckpt"
+    if not best.is_file():
+        return str(last)
+    state = torch.load(last, map_location="cpu", weights_only=True).get("callbacks", {})
+    scores = [v.get("best_model_score") for k, v in state.items() if "val/note_f1" in k]
+    score = float(scores[0]) if scores and scores[0] is not None else 0.0
+    return str(best) if score > 0 else str(last)
+
+
 def _clip_notes(notes: Any, seconds: float) -> Any:
     from avfusion.notes import Notes
 
@@ -360,14 +373,11 @@ def train(
     )  # fmt: skip
     last = out / "checkpoints" / "last.ckpt"
     t0 = time.perf_counter()
-    if export_only:
-        if not last.is_file():
-            raise FileNotFoundError(f"{last}: no checkpoint to export (train first)")
-        best_file = out / "checkpoints" / "best.ckpt"
-        best = str(best_file if best_file.is_file() else last)
-    else:
+    if not export_only:
         trainer.fit(system, **loaders, ckpt_path=str(last) if resume and last.is_file() else None)
-        best = ckpt.best_model_path or str(last)
+    if not last.is_file():
+        raise FileNotFoundError(f"{last}: no checkpoint to export (train first)")
+    best = _checkpoint_to_export(out / "checkpoints")
     ck_meta = torch.load(best, map_location="cpu", weights_only=True)
     system.load_state_dict(ck_meta["state_dict"], strict=True)
     system.model.to("cpu")
