@@ -454,7 +454,7 @@ def plot_learning_curves(metrics_csv: Path, out_png: Path) -> None:
                 s,
                 v,
                 marker="o",
-                label=key.replace("val/note_f1/", "") if "/" in key[12:] else "mean",
+                label=key.removeprefix("val/note_f1/") if key != "val/note_f1" else "mean",
             )
     b.set(xlabel="step", ylabel="validation note F1", ylim=(0, 1))
     b.legend(fontsize=7)
