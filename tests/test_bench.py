@@ -1,0 +1,433 @@
+"""The benchmark harness (eval/run.py, eval/report.py): suites, seeded cells, the cache and
+resuming, the tidy CSV, bootstrap intervals and paired tests, video conditions."""
+
+from __future__ import annotations
+
+import csv
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avfusion.metrics import METRIC_KEYS
+from avfusion.midi import write_midi
+from avfusion.notes import Notes
+from eval import run as bench
+from eval.report import bootstrap_interval, paired_wilcoxon, read_results, write_report
+from eval.run import (
+    BenchCondition,
+    SuiteError,
+    degrade_video,
+    load_suite,
+    parse_bench_condition,
+    run_suite,
+)
+from tests.conftest import make_notes
+
+QUICK = Path(__file__).resolve().parent.parent / "eval" / "suites" / "quick.yaml"
+SWEEP = QUICK.parent / "snr-sweep.yaml"
+PIECES = ("piece-a", "piece-b")
+
+# A transcriber stand-in (standard library only, so that each cell costs milliseconds): if the
+# audio is audible it "transcribes" by copying the piece's reference MIDI, else writes an empty
+# one; it logs each call; it fails on a piece named in the file FAIL_ON when that file exists.
+FAKE = textwrap.dedent(
+    """
+    import array, os, shutil, sys, wave
+    wav, out, refs = sys.argv[1:4]
+    here = os.path.basename(os.getcwd())
+    piece = next(p for p in sorted(os.listdir(refs)) if p.startswith("piece") and p in here)
+    with open(os.path.join(refs, "calls.log"), "a") as f:
+        f.write(here.split("-", 1)[1].rsplit("-", 1)[0] + "\\n")
+    marker = os.path.join(refs, "FAIL_ON")
+    if os.path.exists(marker) and open(marker).read().strip() == piece:
+        sys.exit("failing on purpose on " + piece)
+    with wave.open(wav) as w:
+        x = array.array("h", w.readframes(w.getnframes()))
+    loud = sum(v * v for v in x[::8]) / max(1, len(x[::8])) > 300.0 ** 2
+    src = os.path.join(refs, piece, "notes.mid") if loud else os.path.join(refs, "empty.mid")
+    shutil.copy(src, out)
+    """
+)
+
+
+# ------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """Two 3.3 s test performances (a phrase, twice transposed), 320 × 180 video."""
+    from avfusion.synth.corpus import write_manifest
+    from avfusion.synth.performance import PerformanceSpec, render_performance
+
+    root = tmp_path_factory.mktemp("corpus")
+    specs = []
+    for i, piece in enumerate(PIECES):
+        midi = root / f"{piece}.mid"
+        write_midi(make_notes(offset_pitch=3 * i), midi)
+        spec = PerformanceSpec(piece, "test", "midi", str(midi), seed=i, target_s=0,
+                               camera="test", soundfont="timgm6mb", hands=False)  # fmt: skip
+        render_performance(spec, root / "test" / piece, size_px=(320, 180))
+        specs.append(spec)
+    write_manifest(root, specs)
+    return root
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory) -> Path:
+    from avfusion.noise import build_noise_bank
+
+    root = tmp_path_factory.mktemp("bank")
+    build_noise_bank(root, seed=0, size="tiny", progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> Path:
+    """Random tiny avfusion checkpoints: audio/ and fusion/ (1 s windows)."""
+    import torch
+
+    from avfusion.model import AVTranscriber
+    from avfusion.model.checkpoint import save_checkpoint
+    from avfusion.model.config import preset
+
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    extra = {"train_config": {"data": {"window_s": 1.0}}}
+    save_checkpoint(AVTranscriber(preset("tiny", mode="audio")), root / "audio", extra)
+    save_checkpoint(AVTranscriber(preset("tiny", mode="fusion")), root / "fusion", extra)
+    return root
+
+
+@pytest.fixture(scope="module")
+def refs(tmp_path_factory, corpus) -> Path:
+    """The fake transcriber's folder: its script, each piece's reference MIDI, empty.mid."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("fake")
+    (root / "fake.py").write_text(FAKE)
+    for piece in PIECES:
+        (root / piece).mkdir()
+        shutil.copy(corpus / "test" / piece / "notes.mid", root / piece / "notes.mid")
+    write_midi(Notes(), root / "empty.mid")
+    return root
+
+
+def _fake(refs: Path, name: str = "fake") -> dict:
+    return {"name": name, "command": f"'{sys.executable}' '{refs / 'fake.py'}' {{audio}} {{midi}} '{refs}'"}  # fmt: skip
+
+
+def _calls(refs: Path) -> list[str]:
+    log = refs / "calls.log"
+    out = log.read_text().split() if log.is_file() else []
+    log.unlink(missing_ok=True)
+    return out
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _suite(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "suite.yaml"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+# ------------------------------------------------------------------------------------ the runs
+
+
+def test_quick_suite_end_to_end_and_twice_identical(tmp_path, corpus, bank, checkpoints, refs):
+    systems = [
+        _fake(refs),
+        {"name": "tiny-audio", "checkpoint": str(checkpoints / "audio")},
+        {"name": "tiny-fusion", "checkpoint": str(checkpoints / "fusion")},
+    ]
+    kw = {"corpus": corpus, "bank": bank, "systems": systems, "device": "cpu", "progress": False}
+    first = run_suite(QUICK, tmp_path / "a", **kw)
+    suite = load_suite(QUICK)
+    n_cond = len(suite.conditions)
+    assert first.n_cells == 3 * n_cond * len(PIECES) and not first.failures
+    # audio-only systems under video:occlusion, the fusion system never: reused, not rerun
+    assert first.computed == first.n_cells - 2 * len(PIECES)
+    calls = _calls(refs)
+    assert len(calls) == (n_cond - 1) * len(PIECES)
+    assert not any("video" in c for c in calls)
+    cache = tmp_path / "a" / "cache"
+    assert (cache / "tiny-fusion" / "video:occlusion" / "piece-a.mid").is_file()
+    assert not (cache / "tiny-audio" / "video:occlusion").exists()
+    assert (cache / "_degradations" / "music@-10db" / "piece-b.json").is_file()
+
+    rows = _rows(first.results_csv)
+    assert list(rows[0]) == ["system", "piece", "condition", "seed", "metric", "value"]
+    assert len(rows) == first.n_cells * len(METRIC_KEYS)
+    f1 = {(r["system"], r["piece"], r["condition"]): float(r["value"])
+          for r in rows if r["metric"] == "note/f1"}  # fmt: skip
+    for piece in PIECES:  # the harness scores exactly what the command wrote
+        assert f1["fake", piece, "clean"] == 1.0
+        assert f1["fake", piece, "video:occlusion"] == 1.0
+        assert f1["fake", piece, "silence"] == 0.0
+        assert f1["tiny-audio", piece, "video:occlusion"] == f1["tiny-audio", piece, "clean"]
+    summary = (tmp_path / "a" / "summary.md").read_text()
+    assert "tiny-fusion" in summary and "Wilcoxon" in summary and "sha256" in summary
+    assert (tmp_path / "a" / "f1_vs_snr.png").stat().st_size > 1000
+    assert (tmp_path / "a" / "f1_other_conditions.png").stat().st_size > 1000
+
+    second = run_suite(QUICK, tmp_path / "b", **kw, report=False)  # from scratch
+    assert second.computed == first.computed and sorted(_calls(refs)) == sorted(calls)
+    assert second.results_csv.read_bytes() == first.results_csv.read_bytes()
+    again = run_suite(QUICK, tmp_path / "a", **kw, report=False)  # all cached
+    assert again.computed == 0 and again.cached == again.n_cells
+    assert again.results_csv.read_bytes() == first.results_csv.read_bytes()
+    assert _calls(refs) == []  # the rerun into "a" transcribed nothing
+
+
+CONDS = ["clean", "pink@0db", "pink@0db", "dropout@30%", "dropout@30%"]  # 2 seeds, 1 for clean
+
+
+def _scratch_names(pieces: list[str], conds: list[str]) -> list[str]:
+    """What the fake logs: the clip ids "piece/condition" as Clip.scratch names its folder."""
+    safe = ["".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{p}/{c}") for p in pieces for c in conds]  # fmt: skip
+    return sorted(safe)
+
+
+def test_a_failed_cell_is_retried_and_only_missing_cells_run(tmp_path, corpus, bank, refs):
+    suite = _suite(tmp_path, f"""
+        name: resume
+        test_set: {{corpus: {corpus}, split: test, seconds: 3}}
+        conditions: [clean, pink@0db, dropout@30%]
+        systems:
+          - {{name: fake, command: "'{sys.executable}' '{refs / "fake.py"}' {{audio}} {{midi}} '{refs}'"}}
+        seeds: [0, 1]
+    """)  # fmt: skip
+    out = tmp_path / "out"
+    (refs / "FAIL_ON").write_text("piece-b")
+    try:
+        code = bench.main([str(suite), "--out", str(out), "--no-progress"])
+    finally:
+        (refs / "FAIL_ON").unlink()
+    assert code == 1  # cells failed; the rest is written
+    # clean is seed-independent: 1 + 2 + 2 transcriptions per piece
+    assert sorted(_calls(refs)) == _scratch_names(["piece-a", "piece-b"], CONDS)
+    assert "failing on purpose on piece-b" in (out / "errors.log").read_text()
+    assert {r["piece"] for r in _rows(out / "results.csv")} == {"piece-a"}
+
+    assert bench.main([str(suite), "--out", str(out), "--no-progress"]) == 0
+    assert sorted(_calls(refs)) == _scratch_names(["piece-b"], CONDS)
+    assert not (out / "errors.log").exists()
+    rows = _rows(out / "results.csv")
+    assert len(rows) == 2 * 3 * 2 * len(METRIC_KEYS)  # pieces × conditions × seeds × metrics
+    seeds = {(r["condition"], r["seed"]) for r in rows}
+    assert ("pink@0db", "1") in seeds and ("clean", "1") in seeds
+
+    (out / "cache" / "fake" / "pink@0db" / "piece-a.seed1.mid").unlink()
+    before = (out / "results.csv").read_bytes()
+    assert bench.main([str(suite), "--out", str(out), "--no-progress", "--no-report"]) == 0
+    assert _calls(refs) == _scratch_names(["piece-a"], ["pink@0db"])
+    assert (out / "results.csv").read_bytes() == before
+
+
+def test_cells_are_seeded_by_piece_condition_and_seed():
+    assert bench.draw_seed("p", "pink@0db", 0) == bench.draw_seed("p", "pink@0db", 0)
+    seeds = {
+        bench.draw_seed(p, c, s) for p in "ab" for c in ("pink@0db", "music@0db") for s in (0, 1)
+    }
+    assert len(seeds) == 8
+    import zlib
+
+    assert bench.draw_seed("p", "pink@0db", 0) == zlib.crc32(b"p|pink@0db")  # measure_models'
+
+
+def test_a_resumed_run_with_other_settings_is_refused(tmp_path, corpus, refs):
+    body = f"""
+        test_set: {{corpus: {corpus}, seconds: %s}}
+        conditions: [clean]
+        systems: [{{name: fake, command: "'{sys.executable}' '{refs / "fake.py"}' {{audio}} {{midi}} '{refs}'"}}]
+    """
+    suite = _suite(tmp_path, body % 2)
+    run_suite(suite, tmp_path / "out", progress=False, report=False)
+    _calls(refs)
+    suite = _suite(tmp_path, body % 3)
+    with pytest.raises(SuiteError, match="other settings"):
+        run_suite(suite, tmp_path / "out", progress=False, report=False)
+
+
+# ------------------------------------------------------------------------------------ suites
+
+
+def test_shipped_suites_parse():
+    sweep = load_suite(SWEEP)
+    texts = [c.text for c in sweep.conditions]
+    for noise in ("white", "pink", "babble", "music"):
+        assert [t for t in texts if t.startswith(noise + "@")] == [
+            f"{noise}@{s}db" for s in (20, 10, 5, 0, -5, -10, -15, -20)
+        ]
+    for t in ("silence", "telephone", "clip@0.3", "mp3@32kbps", "reverb@rt60=0.8", "dropout@10%",
+              "dropout@50%", "video:blur", "video:lowlight", "video:occlusion", "video:dropped-frames"):  # fmt: skip
+        assert t in texts
+    assert [s.name for s in sweep.systems] == [
+        "avfusion-fusion", "avfusion-audio", "avfusion-video", "transkun", "basic-pitch",
+        "denoise+transkun", "denoise+avfusion-audio",
+    ]  # fmt: skip
+    assert sweep.test_set.split == "test" and load_suite(QUICK).test_set.max_performances == 2
+
+
+@pytest.mark.parametrize(
+    ("entry", "bad"),
+    [
+        ("conditions: [clean, pinkk@0db]", "pinkk@0db"),
+        ("conditions: [clean, 'video:smear']", "video:smear"),
+        ("conditions: [{noise: [pink], snr: [0]}]", "snr"),
+        ("systems: [avfusion-fusion, transkunn]", "transkunn"),
+        ("systems: [{command: 'x {midi}'}]", "name"),
+    ],
+)
+def test_an_unknown_condition_or_system_names_the_file_and_the_entry(tmp_path, entry, bad):
+    base = {"conditions": "conditions: [clean]", "systems": "systems: [avfusion-audio]"}
+    base[entry.split(":")[0]] = entry
+    path = _suite(tmp_path, f"test_set: {{corpus: data/corpus}}\n{base['conditions']}\n{base['systems']}\n")  # fmt: skip
+    with pytest.raises(SuiteError) as err:
+        load_suite(path)
+    assert str(path) in str(err.value) and bad in str(err.value)
+
+
+def test_unknown_suite_keys_and_cli_errors(tmp_path, capsys):
+    path = _suite(
+        tmp_path, "test_set: {corpus: x}\nconditions: [clean]\nsystems: [transkun]\nseed: 1\n"
+    )
+    with pytest.raises(SuiteError, match="seed"):
+        load_suite(path)
+    assert bench.main([str(path), "--out", str(tmp_path / "o")]) == 2
+    assert str(path) in capsys.readouterr().err
+
+
+def test_condition_parsing_splits_audio_and_video():
+    c = parse_bench_condition("Pink@-10dB+video:blur")
+    assert c == BenchCondition("pink@-10db", "video:blur") and c.text == "pink@-10db+video:blur"
+    assert c.seen_by(frozenset({"audio"})).text == "pink@-10db"
+    assert c.seen_by(frozenset({"video"})).text == "video:blur"
+    assert parse_bench_condition("clean").text == "clean"
+    assert parse_bench_condition("video:occlusion@50%").video == "video:occlusion@50%"
+    with pytest.raises(ValueError, match="outside"):
+        parse_bench_condition("video:dropped-frames@99%")
+
+
+# ------------------------------------------------------------------------------------ video
+
+
+def test_video_conditions_do_what_they_say():
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, size=(50, 40, 416), dtype=np.uint8)  # (T, H, W)
+    for cond in ("video:blur", "video:lowlight", "video:occlusion", "video:dropped-frames"):
+        a, rec_a = degrade_video(frames, cond, np.random.default_rng(1))
+        b, _ = degrade_video(frames, cond, np.random.default_rng(1))
+        assert a.shape == frames.shape and a.dtype == np.uint8 and np.array_equal(a, b)
+        assert not np.array_equal(a, frames) and rec_a[0]["condition"] == cond
+    blur, _ = degrade_video(frames, "video:blur@2px", rng)
+    assert blur.std() < 0.3 * frames.std()  # white noise loses most of its variance
+    dark, rec = degrade_video(frames, "video:lowlight@0.25", rng)
+    assert abs(dark.mean() - 0.25 * frames.mean()) < 1.0 and rec[0]["noise_sd"] > 0
+    occ, rec = degrade_video(frames, "video:occlusion@25%", rng)
+    (x0, x1), (t0, t1) = rec[0]["x_px"], rec[0]["frames"]
+    assert x1 - x0 == 104 and t1 - t0 == 25
+    assert (occ[t0:t1, :, x0:x1] == rec[0]["fill"]).all()
+    changed = np.any(occ != frames, axis=(1, 2))
+    assert not changed[:t0].any() and not changed[t1:].any()
+    dropped, rec = degrade_video(frames, "video:dropped-frames@30%", rng)
+    idx = rec[0]["dropped"]
+    assert 5 < len(idx) < 25 and 0 not in idx
+    assert all(np.array_equal(dropped[j], dropped[j - 1]) for j in idx)
+    kept = [j for j in range(50) if j not in idx]
+    assert all(np.array_equal(dropped[j], frames[j]) for j in kept)
+
+
+# ------------------------------------------------------------------------------------ statistics
+
+
+def test_wilcoxon_exact_p_values_by_hand():
+    # n = 5 differences, all positive: ranks 1..5, W- = 0; under H0 each of the 2^5 sign
+    # patterns is equally likely and only one has W- = 0: two-sided p = 2 / 32
+    t = paired_wilcoxon([0.6, 0.7, 0.8, 0.9, 1.0], [0.5, 0.5, 0.5, 0.5, 0.5])
+    assert t.p_value == pytest.approx(2 / 32) and t.statistic == 0 and t.n_nonzero == 5
+    assert t.mean_diff == pytest.approx(0.3)
+    # one negative difference of rank 2: W- = 2; sign patterns with W- <= 2 are {}, {1}, {2}
+    t = paired_wilcoxon([0.1, -0.2, 0.3, 0.4, 0.5], np.zeros(5))
+    assert t.statistic == 2 and t.p_value == pytest.approx(2 * 3 / 32)
+    # zeros are dropped (Wilcoxon's rule): four positive differences, p = 2 / 16
+    t = paired_wilcoxon([0.1, 0.0, 0.3, 0.4, 0.5], np.zeros(5))
+    assert t.n == 5 and t.n_nonzero == 4 and t.p_value == pytest.approx(2 / 16)
+    # all differences zero: no evidence of a difference, and no warning or error
+    t = paired_wilcoxon([0.5, 0.7, 0.9], [0.5, 0.7, 0.9])
+    assert (t.p_value, t.statistic, t.n_nonzero, t.mean_diff) == (1.0, 0.0, 0, 0.0)
+    with pytest.raises(ValueError, match="pair"):
+        paired_wilcoxon([1.0, 2.0], [1.0])
+
+
+def test_bootstrap_interval_by_hand():
+    # two values {0, 1}: resample means are 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4, so
+    # the 2.5 % and 97.5 % quantiles are 0 and 1
+    assert bootstrap_interval([0.0, 1.0]) == (0.0, 1.0)
+    assert bootstrap_interval([0.7, 0.7, 0.7]) == (0.7, 0.7)
+    assert bootstrap_interval([0.4]) == (0.4, 0.4)
+    # 0..99: the mean's standard error is 28.87 / sqrt(100) = 2.887, so the 95 % interval is
+    # 49.5 ± 1.96 · 2.887 = [43.84, 55.16] (to Monte-Carlo error)
+    lo, hi = bootstrap_interval(np.arange(100.0), n_resamples=4000)
+    assert lo == pytest.approx(43.84, abs=0.6) and hi == pytest.approx(55.16, abs=0.6)
+    assert bootstrap_interval(np.arange(100.0), seed=3) == bootstrap_interval(
+        np.arange(100.0), seed=3
+    )
+
+
+def test_report_of_a_hand_made_csv(tmp_path):
+    lines = ["system,piece,condition,seed,metric,value"]
+    fusion = [0.9, 0.8, 0.7, 0.95, 0.85]
+    audio = [0.5, 0.6, 0.65, 0.7, 0.75]
+    for k in range(5):
+        for cond, shift in (("clean", 0.0), ("pink@-10db", -0.2), ("video:blur", -0.1)):
+            for name, vals in (("avfusion-fusion", fusion), ("avfusion-audio", audio)):
+                v = vals[k] + (shift if name == "avfusion-fusion" or cond != "video:blur" else 0)
+                lines += [f"{name},p{k},{cond},0,note/{m},{v!r}" for m in ("f1", "precision", "recall")]  # fmt: skip
+    (tmp_path / "results.csv").write_text("\n".join(lines) + "\n")
+    res = read_results(tmp_path / "results.csv")
+    assert res.systems == ("avfusion-fusion", "avfusion-audio") and len(res.pieces) == 5
+    text = write_report(tmp_path).read_text()
+    assert f"| clean | {np.mean(fusion):.3f} [" in text
+    assert "+0.200 (p 0.062)" in text  # every piece better: exact p = 2/32
+    assert (tmp_path / "f1_vs_snr.png").is_file() and (
+        tmp_path / "f1_other_conditions.png"
+    ).is_file()
+
+
+def test_workers_give_the_same_csv(tmp_path, corpus, refs):
+    suite = _suite(tmp_path, f"""
+        test_set: {{corpus: {corpus}, seconds: 3}}
+        conditions: [clean, pink@0db, dropout@30%]
+        systems:
+          - {{name: fake, command: "'{sys.executable}' '{refs / "fake.py"}' {{audio}} {{midi}} '{refs}'"}}
+    """)  # fmt: skip
+    one = run_suite(suite, tmp_path / "one", progress=False, report=False)
+    two = run_suite(suite, tmp_path / "two", workers=2, progress=False, report=False)
+    assert one.computed == two.computed == 6 and not two.failures
+    assert one.results_csv.read_bytes() == two.results_csv.read_bytes()
+    _calls(refs)
+
+
+def test_a_command_reading_the_video_file_gets_the_degraded_audio(tmp_path, corpus, refs):
+    from avfusion.audio import load_audio
+
+    src = corpus / "test" / "piece-a" / "video.mp4"
+    clean = load_audio(src)
+    noise = (0.1 * np.random.default_rng(0).standard_normal(len(clean))).astype(np.float32)
+    got = load_audio(bench._video_with_audio(src, noise, tmp_path / "v.mp4"))
+    assert len(got) == len(clean)
+    assert np.corrcoef(got, noise)[0, 1] > 0.9  # AAC at 64 kbit/s keeps the waveform
+    suite = _suite(tmp_path, f"""
+        test_set: {{corpus: {corpus}}}
+        conditions: [clean, video:blur]
+        systems: [{{name: vid, command: "cp {{video}} {{midi}}"}}]
+    """)  # fmt: skip
+    with pytest.raises(SuiteError, match="reads the video file"):
+        run_suite(suite, tmp_path / "out", progress=False, report=False)
