@@ -787,7 +787,7 @@ def _from_dict(spec: dict[str, Any], *, device: str) -> System:
 # Trying systems on one performance
 
 
-def _performance_clip(folder: Path, seconds: float | None, video: bool, work_dir: Path) -> Clip:
+def performance_clip(folder: Path, seconds: float | None, video: bool, work_dir: Path) -> Clip:
     """The clean first ``seconds`` of a corpus performance folder (audio.flac, video.mp4,
     meta.json) as a :class:`Clip`; rectified frames only when ``video``."""
     import json
@@ -843,7 +843,7 @@ def main(argv: list[str] | None = None) -> None:
         entry = json.loads(spec) if spec.lstrip().startswith("{") else spec
         built.append((make_system(entry, device=args.device), time.perf_counter() - t0))
     video = any("video" in s.needs for s, _ in built)
-    clip = _performance_clip(args.performance, args.seconds, video, args.work_dir)
+    clip = performance_clip(args.performance, args.seconds, video, args.work_dir)
     end_s = clip.n_samples / SAMPLE_RATE_HZ
     ref = read_midi(args.performance / "notes.mid")
     ref = Notes.from_iterables(n for n in ref if n.onset_s < end_s - 0.05)
