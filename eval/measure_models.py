@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -20,15 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from avfusion.data import DataConfig, list_performances, load_performance
-from avfusion.decoding import DecodeConfig, decode_notes
 from avfusion.fileio import atomic_path
-from avfusion.inference import predict_posteriors
 from avfusion.metrics import METRIC_KEYS, transcription_metrics
 from avfusion.midi import read_midi
-from avfusion.model.checkpoint import load_checkpoint
 from avfusion.noise import NoiseBank, degrade
 from avfusion.notes import Notes
 from eval.machine import machine
+from eval.systems import AvfusionSystem, Clip
 
 CONDITIONS = (
     "clean",
@@ -107,9 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     bank = NoiseBank(args.bank)
     models = {}
     for run in args.runs:
-        model, meta = load_checkpoint(run / "model")
-        models[model.config.mode] = (model, meta, run)
-    any_cfg = next(iter(models.values()))[0].config
+        system = AvfusionSystem(run / "model", device="cpu")
+        models[system.mode] = (system, system.extra, run)
+    any_cfg = next(iter(models.values()))[0].model.config
     dc = DataConfig(
         hop_length=any_cfg.hop_length,
         rect_width_px=any_cfg.rect_width_px,
@@ -117,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     perfs = list_performances(args.corpus, args.split)[: args.max_performances]
     rows = []
+    scratch = Path(tempfile.mkdtemp(prefix="avfusion-measure-"))
     t0 = time.perf_counter()
     for perf in perfs:
         it = load_performance(perf, dc)
@@ -136,29 +136,21 @@ def main(argv: list[str] | None = None) -> None:
             audio = degrade(
                 it.audio[:n], cond, np.random.default_rng(seed), bank=bank, half="test"
             ).audio
-            for mode, (model, meta, _) in models.items():
+            for mode, (system, _, _) in models.items():
                 if mode == "video" and cond != args.conditions[0]:  # the video model never hears
                     rows.append({**video_row, "condition": cond})  # the audio: same result
                     continue
-                window_s = (meta.get("train_config") or {}).get("data", {}).get("window_s", 5.0)
-                post = predict_posteriors(model, audio if mode != "video" else None, frames if mode != "audio" else None,
-                                          times if mode != "audio" else None, n_samples=n, window_s=window_s)  # fmt: skip
-                dec = DecodeConfig(**meta.get("decode", {}))
-                est = decode_notes(
-                    post["onset"],
-                    post["frame"],
-                    post["velocity"],
-                    model.config.frame_rate_hz,
-                    dec,
-                    post["pedal"],
-                )
-                m = transcription_metrics(ref, est, model.config.frame_rate_hz)
+                clip = Clip(audio=audio, frames=frames, times_s=times, work_dir=scratch,
+                            clip_id=f"{perf.id}|{cond}")  # fmt: skip
+                est = system.transcribe(clip)
+                m = transcription_metrics(ref, est, system.model.config.frame_rate_hz)
                 rows.append(
                     {"piece": perf.id, "condition": cond, "system": f"avfusion-{mode}", **m}
                 )
                 if mode == "video":
                     video_row = rows[-1]
         print(f"{perf.id}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
+    shutil.rmtree(scratch, ignore_errors=True)
     summary: dict[str, dict[str, dict[str, float]]] = {}
     for system in sorted({r["system"] for r in rows}):
         summary[system] = {}
