@@ -41,6 +41,31 @@ SPLIT_SOUNDFONTS: dict[str, tuple[str, ...]] = {
 }
 """Soundfonts each split renders with: the test split's piano is never heard in training."""
 
+
+def find_soundfont(soundfont: str | Path) -> tuple[str, Path]:
+    """A soundfont given by name or path, as (name, file).
+
+    Args:
+        soundfont: a name of :data:`SOUNDFONTS` (``fluidr3``, ``timgm6mb``, ``musescore``;
+            case-insensitive) or a path to an .sf2/.sf3 file (its name is the file's stem).
+    Raises:
+        FileNotFoundError: the file does not exist (names it and the known names; the Debian
+            soundfonts come with ``make setup``).
+    """
+    key = str(soundfont)
+    name = key.lower()
+    path = SOUNDFONTS.get(name)
+    if path is None:
+        path = Path(key)
+        name = path.stem
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"soundfont {key}: {path} not found (give an .sf2/.sf3 file or one of "
+            f"{', '.join(sorted(SOUNDFONTS))}; `make setup` installs those)"
+        )
+    return name, path
+
+
 PIANO_PROGRAMS: tuple[int, ...] = (0, 1)
 """General MIDI acoustic-piano presets used for rendering (0 Acoustic Grand, 1 Bright Acoustic)."""
 

@@ -87,27 +87,16 @@ def program_name(program: int) -> str:
 
 
 def resolve_soundfont(soundfont: str | Path | None) -> Path:
-    """The soundfont file to play with.
+    """The soundfont file to play with: None is :data:`DEFAULT_SOUNDFONT`, otherwise see
+    :func:`avfusion.config.find_soundfont` (a name, case-insensitive, or an .sf2/.sf3 path).
 
-    Args:
-        soundfont: None (:data:`DEFAULT_SOUNDFONT`), a name of
-            :data:`avfusion.config.SOUNDFONTS` (``fluidr3``, ``timgm6mb``, ``musescore``) or a
-            path to an .sf2/.sf3 file.
     Raises:
         FileNotFoundError: the file does not exist (names it; the Debian soundfonts come with
             ``make setup``).
     """
-    from avfusion.config import SOUNDFONTS
+    from avfusion.config import find_soundfont
 
-    key = DEFAULT_SOUNDFONT if soundfont is None else str(soundfont)
-    path = SOUNDFONTS.get(key.lower(), Path(key))
-    if not path.is_file():
-        known = ", ".join(sorted(SOUNDFONTS))
-        raise FileNotFoundError(
-            f"--soundfont {soundfont or key}: {path} not found (give an .sf2/.sf3 file or one "
-            f"of {known}; `make setup` installs those)"
-        )
-    return path
+    return find_soundfont(DEFAULT_SOUNDFONT if soundfont is None else soundfont)[1]
 
 
 def render_notes(

@@ -17,7 +17,7 @@ def test_test_split_never_draws_a_training_soundfont():
     assert train == val == {"fluidr3", "timgm6mb"}
     with pytest.raises(ValueError, match="split"):
         draw_audio_params(rng, "dev")
-    with pytest.raises(ValueError, match="soundfont"):
+    with pytest.raises(FileNotFoundError, match=r"nonexistent\.sf2"):
         draw_audio_params(rng, "train", soundfont="/nonexistent.sf2")
 
 
@@ -41,3 +41,15 @@ def test_rendered_notes_start_where_the_midi_says():
     assert rise == pytest.approx(1.30, abs=0.02)
     again = render_audio(notes, 2.0, params)
     assert np.array_equal(audio, again)
+
+
+@pytest.mark.skipif(not SOUNDFONTS["timgm6mb"].is_file(), reason="Debian soundfonts not installed")
+def test_a_soundfont_is_found_by_name_in_any_case_or_by_path(tmp_path):
+    from avfusion.config import find_soundfont
+
+    assert find_soundfont("TimGM6mb") == ("timgm6mb", SOUNDFONTS["timgm6mb"])
+    assert find_soundfont(SOUNDFONTS["timgm6mb"]) == ("TimGM6mb", SOUNDFONTS["timgm6mb"])
+    params = draw_audio_params(np.random.default_rng(0), "train", soundfont="FLUIDR3")
+    assert params.soundfont == "fluidr3"
+    with pytest.raises(FileNotFoundError, match="fluidr3, musescore, timgm6mb"):
+        find_soundfont("steinway")

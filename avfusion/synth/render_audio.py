@@ -12,7 +12,14 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import resample_poly
 
-from avfusion.config import PIANO_PROGRAMS, SAMPLE_RATE_HZ, SOUNDFONTS, SPLIT_SOUNDFONTS, SUSTAIN_CC
+from avfusion.config import (
+    PIANO_PROGRAMS,
+    SAMPLE_RATE_HZ,
+    SOUNDFONTS,
+    SPLIT_SOUNDFONTS,
+    SUSTAIN_CC,
+    find_soundfont,
+)
 from avfusion.notes import Notes
 
 RENDER_RATE_HZ: int = 48_000
@@ -47,7 +54,9 @@ def draw_audio_params(
     :data:`avfusion.config.SOUNDFONTS` or a path to an .sf2/.sf3 file.
 
     Raises:
-        ValueError: unknown split, or a soundfont that is neither a known name nor a file.
+        ValueError: unknown split.
+        FileNotFoundError: a soundfont that is neither a known name nor a file
+            (`avfusion.config.find_soundfont`).
     """
     if split not in SPLIT_SOUNDFONTS:
         raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLIT_SOUNDFONTS)}")
@@ -55,15 +64,8 @@ def draw_audio_params(
         names = SPLIT_SOUNDFONTS[split]
         name = names[int(rng.integers(len(names)))]
         path = SOUNDFONTS[name]
-    elif str(soundfont) in SOUNDFONTS:
-        name, path = str(soundfont), SOUNDFONTS[str(soundfont)]
     else:
-        path = Path(soundfont)
-        if not path.is_file():
-            raise ValueError(
-                f"{soundfont}: no such soundfont (give a file or one of {sorted(SOUNDFONTS)})"
-            )
-        name = path.stem
+        name, path = find_soundfont(soundfont)
     mix = float(rng.uniform(0.2, 0.8)) if rng.random() > 0.1 else float(rng.choice([0.0, 1.0]))
     return AudioParams(
         soundfont=name,
