@@ -75,6 +75,10 @@ class TrainConfig:
     init_from: str | None = None  # a bundled model name or checkpoint folder to start from
     allow_pickle: bool = False  # let the Audeo adapter read its pickled labels
 
+    def __post_init__(self) -> None:
+        # YAML and JSON give lists; the config is frozen and hashable-minded, so keep a tuple
+        object.__setattr__(self, "val_conditions", tuple(self.val_conditions))
+
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
         """Read a YAML config; ``overrides`` that are not None replace its values.
@@ -90,8 +94,6 @@ class TrainConfig:
         d = yaml.safe_load(path.read_text()) or {}
         d.update({k: v for k, v in overrides.items() if v is not None})
         check_known_keys(cls, d, str(path))
-        if "val_conditions" in d:
-            d["val_conditions"] = tuple(d["val_conditions"])
         return cls(**d)
 
     def data_config(self) -> DataConfig:
@@ -152,8 +154,6 @@ def fine_tune_config(
         known = {f.name for f in fields(TrainConfig)}
         saved = {k: v for k, v in saved.items() if k in known}
         saved.update({k: v for k, v in overrides.items() if v is not None})
-        if "val_conditions" in saved:
-            saved["val_conditions"] = tuple(saved["val_conditions"])
         cfg = TrainConfig(**saved)
     else:
         raise ValueError("give --config or --init MODEL")
@@ -254,9 +254,7 @@ class TranscriptionSystem(L.LightningModule):
         from avfusion.model import AVTranscriber
 
         self.save_hyperparameters()
-        self.cfg = TrainConfig(
-            **{**train_config, "val_conditions": tuple(train_config.get("val_conditions", ()))}
-        )
+        self.cfg = TrainConfig(**train_config)
         self.model = AVTranscriber(model_config_for(self.cfg))
         if self.cfg.init_from:
             from avfusion.model.checkpoint import load_checkpoint
