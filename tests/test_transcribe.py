@@ -21,7 +21,7 @@ import torch
 
 from avfusion.cli import main
 from avfusion.decoding import DecodeConfig, decode_notes
-from avfusion.inference import predict_posteriors
+from avfusion.inference import iter_posteriors, predict_posteriors
 from avfusion.midi import read_midi
 from avfusion.model import AVTranscriber, preset, save_checkpoint
 from avfusion.transcribe import (
@@ -29,7 +29,6 @@ from avfusion.transcribe import (
     TranscriptionError,
     check_corners,
     default_checkpoint,
-    iter_posteriors,
     parse_keyboard,
     transcribe,
 )
@@ -237,8 +236,8 @@ def _stitch(chunks) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("seconds", [1.3, 5.0, 5.12, 13.7])
-def test_iter_posteriors_equals_predict_posteriors(seconds):
-    """Streamed audio chunks and frames, in small batches, give the whole-array result."""
+def test_streamed_chunks_and_batches_give_the_in_memory_result(seconds):
+    """Audio in random chunks, frames one by one, other batch sizes: the in-memory result."""
     rng = np.random.default_rng(0)
     model = _tiny("fusion")
     cfg = model.config
@@ -417,6 +416,7 @@ def test_transcribe_api_reports_keyboard_offset_and_mode(media, ckpts):
 
 def test_estimated_offset_is_applied_to_the_video_times(monkeypatch, media, ckpts):
     """The offset from avfusion.sync (here a stand-in) shifts the frames onto the audio clock."""
+    import avfusion.inference
     import avfusion.sync
 
     module = sys.modules["avfusion.transcribe"]
@@ -428,7 +428,7 @@ def test_estimated_offset_is_applied_to_the_video_times(monkeypatch, media, ckpt
         return avfusion.sync.OffsetEstimate(0.3, 0.9)
 
     first_times: list[float] = []
-    real = module.iter_posteriors
+    real = avfusion.inference.iter_posteriors
 
     def spy(model, audio_chunks, video_frames, **kw):
         def frames():
@@ -439,7 +439,7 @@ def test_estimated_offset_is_applied_to_the_video_times(monkeypatch, media, ckpt
         return real(model, audio_chunks, frames(), **kw)
 
     monkeypatch.setattr(avfusion.sync, "estimate_offset_s", fake_estimate)
-    monkeypatch.setattr(module, "iter_posteriors", spy)
+    monkeypatch.setattr(avfusion.inference, "iter_posteriors", spy)
     r = transcribe(media["clip"], checkpoint=ckpts["fusion"], mode="fusion")
     assert r.info.offset_s == 0.3 and r.info.offset_source == "estimated"
     assert seen["rect"] == (16, 176) and seen["max_offset_s"] == 1.0 and seen["n_frames"] > 90
