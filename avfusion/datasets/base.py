@@ -57,6 +57,9 @@ class Scan:
     performances: list[Performance] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     lenient: bool = False
+    media: dict[Path, MediaInfo] = field(default_factory=dict)
+    """What :meth:`probe` read of each video (size, fps, duration), so checks need not read
+    the headers again."""
 
     def problem(self, kind: str, file: Path | str, detail: str, split: str | None = None) -> None:
         """Record a problem (lenient mode) or raise it.
@@ -74,16 +77,19 @@ class Scan:
         self.problem("unreadable", file, str(exc).removeprefix(f"{file}: "), split=split)
 
     def probe(self, video: Path, split: str | None = None) -> MediaInfo | None:
-        """:func:`probe_media` of a video, or None after recording it as unreadable.
+        """:func:`probe_media` of a video (kept in :attr:`media`), or None after recording it
+        as unreadable.
 
         Raises:
             DatasetError: when not lenient and the file cannot be read.
         """
         try:
-            return probe_media(video)
+            info = probe_media(video)
         except ValueError as exc:
             self.unreadable(video, exc, split)
             return None
+        self.media[video] = info
+        return info
 
 
 @dataclass(frozen=True)

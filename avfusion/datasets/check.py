@@ -17,7 +17,7 @@ from pathlib import Path
 
 from avfusion.data import Performance
 from avfusion.datasets import get_format, scan_dataset
-from avfusion.datasets.base import Problem, corners_inside, image_size, probe_media
+from avfusion.datasets.base import MediaInfo, Problem, corners_inside, image_size, probe_media
 
 LABEL_TOLERANCE_S: float = 0.5
 """A note may end this much after the media ends before it is reported (onsets may not)."""
@@ -73,13 +73,14 @@ def _fingerprint(path: Path) -> str:
     return f"{path.stat().st_size}:{h.hexdigest()}"
 
 
-def _frame_size(perf: Performance) -> tuple[int, int]:
+def _frame_size(perf: Performance, probed: dict[Path, MediaInfo]) -> tuple[int, int]:
+    """The video's frame size (pixels): from the adapter's probe when it made one."""
     assert perf.video_path is not None
     if perf.video_path.is_dir():
         from avfusion.data import frame_images
 
         return image_size(frame_images(perf.video_path)[0][1])
-    info = probe_media(perf.video_path)
+    info = probed.get(perf.video_path) or probe_media(perf.video_path)
     return info.width_px, info.height_px
 
 
@@ -171,7 +172,7 @@ def check_dataset(
             ))  # fmt: skip
         if perf.video_path is not None and perf.corners_px is not None:
             try:
-                w, h = _frame_size(perf)
+                w, h = _frame_size(perf, scan.media)
             except (OSError, ValueError) as exc:
                 problems.append(Problem("unreadable", str(perf.video_path), str(exc)))
                 continue
