@@ -7,9 +7,10 @@
 
 Pipeline for one input:
 
-1. **Probe** the file with PyAV: which streams, frame size, frame rate, duration. Missing, empty,
-   unreadable files, still images and files without the streams a mode needs are refused here
-   with a :class:`TranscriptionError` that names the file.
+1. **Probe** the file with PyAV (:mod:`avfusion.streams`, which also decodes the streams):
+   which streams, frame size, frame rate, duration. Missing, empty, unreadable files, still
+   images and files without the streams a mode needs are refused here with a
+   :class:`TranscriptionError` that names the file.
 2. **Mode**: ``auto`` is ``fusion`` when the input has audio and a keyboard is found, ``audio``
    when no keyboard is found (with a warning) or the input is an audio file, ``video`` when the
    video has no audio track (with a warning). With ``--checkpoint`` and ``auto``, the
@@ -25,9 +26,10 @@ Pipeline for one input:
    video frames decoded one at a time and rectified on the fly (``cv2.warpPerspective`` to
    the model's ``rect_width_px`` × ``rect_height_px``); only the samples and frames of the
    current batch of windows are held.
-6. **Decoding, incremental** (:class:`StreamingDecoder`): the stitched posteriors are decoded to
-   notes as they arrive, with results identical to :func:`avfusion.decoding.decode_notes` on
-   the whole performance, so memory does not grow with the video's length (only the notes do).
+6. **Decoding, incremental** (:class:`avfusion.decoding.StreamingDecoder`): the stitched
+   posteriors are decoded to notes as they arrive, with results identical to
+   :func:`avfusion.decoding.decode_notes` on the whole performance, so memory does not grow
+   with the video's length (only the notes do).
 7. **Outputs** (:func:`write_outputs`): MIDI, optional piano-roll PNG and notes CSV, each
    written to a temporary file and renamed only when all of them are complete.
 """
@@ -44,7 +46,7 @@ import os
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,9 +54,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from avfusion.config import MIDI_MIN, N_KEYS
-from avfusion.decoding import DecodeConfig
+from avfusion.decoding import DecodeConfig, StreamingDecoder
 from avfusion.fileio import atomic_path
-from avfusion.notes import Note, Notes, PedalEvent
+from avfusion.notes import Notes
+from avfusion.streams import (
+    ESTIMATED_DURATION_FORMATS,
+    MediaInfo,
+    TranscriptionError,
+    iter_audio,
+    iter_video,
+    probe_media,
+    rectify_stream,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -71,20 +82,11 @@ MIN_SYNC_S: float = 10.0
 """Shorter inputs are not searched for an offset (too few notes to correlate): 0 s is used."""
 SILENCE_PEAK: float = 1e-4
 """Audio whose peak stays below this (−80 dBFS) is reported as silent."""
-ESTIMATED_DURATION_FORMATS: tuple[str, ...] = ("mp3", "aac")
-"""Formats whose declared duration FFmpeg estimates from the bit rate (not checked)."""
 TRACK_HZ: float = 5.0
 """How often (frames per second of video) the keyboard tracker is given a frame."""
 TRACK_RECHECK_S: float = 5.0
 """Seconds between the tracker's full re-checks of the keyboard (it also re-checks when the
 key pattern's match drops); about 0.015 s of CPU per second of 640x360 video."""
-TRUNCATION_TOLERANCE_S: float = 1.0
-"""A stream that decodes more than this (plus 1 %) short of its declared duration is truncated."""
-
-
-class TranscriptionError(ValueError):
-    """A problem with an input, an option or an output of `transcribe`; the message names the
-    file (or option) and says how to fix it."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,410 +182,6 @@ class Transcription(Notes):
         if self.info is None:
             return f"{len(self)} notes"
         return f"{Path(self.info.input).name}: {len(self)} notes, {self.info.mode} mode"
-
-
-# ---------------------------------------------------------------------------------------------
-# Probing inputs
-
-
-@dataclass(frozen=True)
-class MediaInfo:
-    """What a media file holds, from its container (nothing decoded).
-
-    Attributes:
-        path: the file.
-        format_name: FFmpeg's name of the container format (e.g. ``mov,mp4,m4a,3gp,3g2,mj2``).
-        has_video, has_audio: whether it has a video / audio stream.
-        width_px, height_px: frame size (0 without video).
-        fps: average video frame rate (frames/s; 0 when unknown or without video).
-        duration_s: the container's duration (seconds; 0 when unknown).
-        video_duration_s, audio_duration_s: the streams' declared durations (None if unknown).
-    """
-
-    path: Path
-    format_name: str
-    has_video: bool
-    has_audio: bool
-    width_px: int
-    height_px: int
-    fps: float
-    duration_s: float
-    video_duration_s: float | None
-    audio_duration_s: float | None
-
-
-def _stream_duration_s(stream: Any) -> float | None:
-    if stream.duration is None or stream.time_base is None:
-        return None
-    return float(stream.duration * stream.time_base)
-
-
-def probe_media(path: str | Path) -> MediaInfo:
-    """Open a file with PyAV and describe its streams.
-
-    Raises:
-        TranscriptionError: naming the file, if it is missing, a folder, empty, not a readable
-            audio or video file, a still image, or has neither audio nor video.
-    """
-    import av
-
-    path = Path(path)
-    if path.is_dir():
-        raise TranscriptionError(f"{path}: is a folder, not a video or audio file")
-    if not path.is_file():
-        raise TranscriptionError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise TranscriptionError(f"{path}: the file is empty (0 bytes)")
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError, ValueError) as exc:
-        raise TranscriptionError(
-            f"{path}: not a readable video or audio file ({_short_error(exc)})"
-        ) from exc
-    with container:
-        fmt = container.format.name or ""
-        v = container.streams.video[0] if container.streams.video else None
-        a = container.streams.audio[0] if container.streams.audio else None
-        if v is not None and (fmt == "image2" or fmt.endswith("_pipe")):
-            raise TranscriptionError(
-                f"{path}: is a still image ({v.codec_context.name}), not a video; give a video "
-                "of the keyboard (mp4, mkv, mov, webm) or an audio file"
-            )
-        if v is None and a is None:
-            raise TranscriptionError(f"{path}: has neither a video nor an audio stream")
-        fps = float(v.average_rate) if v is not None and v.average_rate else 0.0
-        duration = float(container.duration) / 1e6 if container.duration else 0.0
-        return MediaInfo(
-            path=path,
-            format_name=fmt,
-            has_video=v is not None,
-            has_audio=a is not None,
-            width_px=int(v.codec_context.width) if v is not None else 0,
-            height_px=int(v.codec_context.height) if v is not None else 0,
-            fps=fps,
-            duration_s=duration,
-            video_duration_s=_stream_duration_s(v) if v is not None else None,
-            audio_duration_s=_stream_duration_s(a) if a is not None else None,
-        )
-
-
-def _short_error(exc: BaseException) -> str:
-    text = str(exc)
-    return text if len(text) < 160 else text[:157] + "…"
-
-
-def _check_complete(path: Path, kind: str, declared_s: float | None, decoded_s: float) -> None:
-    """Refuse a stream that ends well before its declared duration (a truncated file)."""
-    if declared_s is None or declared_s <= 0:
-        return
-    if decoded_s < declared_s - TRUNCATION_TOLERANCE_S - 0.01 * declared_s:
-        raise TranscriptionError(
-            f"{path}: the {kind} stream ends at {decoded_s:.1f} s but the file declares "
-            f"{declared_s:.1f} s; the file is truncated or corrupt"
-        )
-
-
-# ---------------------------------------------------------------------------------------------
-# Streams: audio chunks and rectified frames
-
-
-def iter_audio(
-    path: str | Path,
-    sample_rate_hz: int,
-    *,
-    declared_s: float | None = None,
-    chunk_samples: int = 1 << 16,
-) -> Iterator[np.ndarray]:
-    """Decode the first audio stream of any file FFmpeg reads, as mono float32 chunks.
-
-    Channels are mixed down and the rate converted by FFmpeg's resampler (libswresample).
-
-    Args:
-        path: an audio file (wav, flac, mp3, ogg …) or a video with an audio track.
-        sample_rate_hz: output rate (Hz), e.g. the model's 16 kHz.
-        declared_s: the stream's declared duration; if decoding ends more than
-            :data:`TRUNCATION_TOLERANCE_S` (+1 %) before it, the file is truncated.
-        chunk_samples: approximate samples per yielded chunk.
-    Yields:
-        float32 (n,) chunks at ``sample_rate_hz``, in order, with no gap.
-    Raises:
-        TranscriptionError: naming the file: unreadable, no audio stream, corrupt or truncated,
-            NaN or infinite samples, or an empty stream.
-    """
-    import av
-
-    path = Path(path)
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as exc:
-        raise TranscriptionError(
-            f"{path}: not a readable audio file ({_short_error(exc)})"
-        ) from exc
-    n_out = 0
-    with container:
-        if not container.streams.audio:
-            raise TranscriptionError(f"{path}: has no audio stream")
-        stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate_hz)
-        parts: list[np.ndarray] = []
-        held = 0
-
-        def take(frames: list[Any]) -> None:
-            nonlocal held
-            for f in frames:
-                x = f.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-                if not np.isfinite(x).all():
-                    t = (n_out + held) / sample_rate_hz
-                    raise TranscriptionError(
-                        f"{path}: the audio contains NaN or infinite samples (near {t:.2f} s)"
-                    )
-                parts.append(x)
-                held += x.size
-
-        try:
-            for frame in container.decode(stream):
-                take(resampler.resample(frame))
-                if held >= chunk_samples:
-                    out = np.concatenate(parts)
-                    parts.clear()
-                    held = 0
-                    n_out += out.size
-                    yield out
-            take(resampler.resample(None))
-        except av.error.FFmpegError as exc:
-            raise TranscriptionError(
-                f"{path}: the audio stream is corrupt or truncated ({_short_error(exc)})"
-            ) from exc
-        if parts:
-            out = np.concatenate(parts)
-            n_out += out.size
-            yield out
-    if n_out == 0:
-        raise TranscriptionError(f"{path}: the audio stream is empty")
-    _check_complete(path, "audio", declared_s, n_out / sample_rate_hz)
-
-
-def iter_video(
-    path: str | Path, *, declared_s: float | None = None, gray: bool = True
-) -> Iterator[tuple[float, np.ndarray]]:
-    """Decode the first video stream frame by frame (:func:`avfusion.video.iter_frames`),
-    refusing truncated files.
-
-    Yields:
-        (time_s, frame): presentation time (seconds) and uint8 (H, W) luma (or (H, W, 3) RGB).
-    Raises:
-        TranscriptionError: naming the file: unreadable, corrupt, truncated, or no frames.
-    """
-    from avfusion.video import iter_frames
-
-    path = Path(path)
-    last_t, n, dt = 0.0, 0, 0.0
-    try:
-        for t, img in iter_frames(path, gray=gray):
-            if n:
-                dt = t - last_t
-            last_t, n = t, n + 1
-            yield t, img
-    except ValueError as exc:
-        if isinstance(exc, TranscriptionError):
-            raise
-        raise TranscriptionError(str(exc)) from exc
-    if n == 0:
-        raise TranscriptionError(f"{path}: the video stream has no frames")
-    _check_complete(path, "video", declared_s, last_t + max(dt, 0.0))
-
-
-def rectify_stream(
-    frames: Iterable[tuple[float, np.ndarray]],
-    corners_px: np.ndarray,
-    width_px: int,
-    height_px: int,
-    *,
-    time_shift_s: float = 0.0,
-    tracker: Any | None = None,
-    track_every: int = 1,
-    on_corners: Callable[[np.ndarray], None] | None = None,
-) -> Iterator[tuple[float, np.ndarray]]:
-    """Rectify a frame stream to the model's keyboard image, one frame at a time.
-
-    Args:
-        frames: (time_s, uint8 (H, W) luma) pairs.
-        corners_px: float (4, 2), keyboard corners clockwise from the back-left (pixels).
-        width_px, height_px: the rectified size (the model's ``rect_width_px``, ``rect_height_px``).
-        time_shift_s: added to every time (e.g. minus the audio stream's start time).
-        tracker: an object with ``update(frame, time_s) -> detection`` (`avfusion.detect`'s
-            ``KeyboardTracker``), given every ``track_every``-th frame; when its corners move by
-            more than half a pixel the homography is recomputed.
-        on_corners: called with the corners whenever they change.
-    Yields:
-        (time_s + time_shift_s, uint8 (height_px, width_px)) rectified frames.
-    """
-    import cv2
-
-    from avfusion.keyboard import rectify_homography
-
-    corners = np.asarray(corners_px, np.float64).reshape(4, 2)
-    h = rectify_homography(corners, width_px, height_px)
-    for i, (t, img) in enumerate(frames):
-        if tracker is not None and i % track_every == 0:
-            det = tracker.update(img, t)
-            new = None if det is None else np.asarray(det.corners_px, np.float64).reshape(4, 2)
-            if new is not None and np.isfinite(new).all() and np.abs(new - corners).max() > 0.5:
-                corners = new
-                h = rectify_homography(corners, width_px, height_px)
-                if on_corners is not None:
-                    on_corners(corners)
-        rect = cv2.warpPerspective(img, h, (width_px, height_px), flags=cv2.INTER_LINEAR)
-        yield t + time_shift_s, rect
-
-
-# ---------------------------------------------------------------------------------------------
-# Incremental decoding
-
-
-class StreamingDecoder:
-    """Onsets-and-Frames decoding of posteriors that arrive in consecutive runs of frames.
-
-    Gives exactly the notes and pedal events of :func:`avfusion.decoding.decode_notes` on the
-    whole performance (the tests check it), holding only one frame of look-ahead and the notes
-    still sounding. Per key: a note starts at an onset peak (a frame at or above
-    ``onset_threshold`` that is ≥ the previous frame and > the next), lasts while the frame
-    posterior stays at or above ``frame_threshold`` (at least ``min_note_ms``) and ends at the
-    next onset of the key at the latest.
-
-    Usage::
-
-        dec = StreamingDecoder(frame_rate_hz, DecodeConfig())
-        for first_frame, post in iter_posteriors(...):
-            dec.push(post["onset"], post["frame"], post["velocity"], post["pedal"])
-        notes = dec.finish()
-    """
-
-    def __init__(self, frame_rate_hz: float, config: DecodeConfig | None = None) -> None:
-        config = config or DecodeConfig()
-        self.frame_rate_hz = float(frame_rate_hz)
-        self.config = config
-        self.min_frames = max(1, int(np.ceil(config.min_note_ms / 1000 * frame_rate_hz)))
-        self.n_frames = 0  # frames pushed
-        self._t = 0  # the next frame to decide on (frames before it are decided)
-        self._prev_onset = np.zeros(N_KEYS)  # onset posterior of frame _t - 1
-        self._held: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None  # frame _t
-        self._open = np.zeros(N_KEYS, bool)
-        self._n_open = 0
-        self._running = np.zeros(N_KEYS, bool)
-        self._start = np.zeros(N_KEYS, np.int64)
-        self._run_end = np.zeros(N_KEYS, np.int64)
-        self._velocity = np.full(N_KEYS, 64, np.int64)
-        self._pedal_down = False
-        self.notes: list[Note] = []
-        self.pedal: list[PedalEvent] = []
-
-    def push(
-        self,
-        onset: np.ndarray,
-        frame: np.ndarray,
-        velocity: np.ndarray | None = None,
-        pedal: np.ndarray | None = None,
-    ) -> None:
-        """Add the next ``n`` frames: onset, frame float (n, 88) probabilities; velocity float
-        (n, 88) as velocity / 127 or None (64); pedal float (n,) probabilities or None."""
-        onset = np.asarray(onset)
-        frame = np.asarray(frame)
-        n = onset.shape[0]
-        if n == 0:
-            return
-        vel = None if velocity is None else np.asarray(velocity)
-        if pedal is not None:
-            down = np.asarray(pedal)[:n] >= self.config.pedal_threshold
-            states = np.concatenate([[self._pedal_down], down])
-            for i in np.flatnonzero(states[1:] != states[:-1]):
-                t_s = float((self.n_frames + int(i)) / self.frame_rate_hz)
-                self.pedal.append(PedalEvent(t_s, 127 if down[i] else 0))
-            self._pedal_down = bool(states[-1])
-        # the frames decidable now: the held one and all new ones but the last (whose next
-        # frame is not known yet); their peaks, vectorised
-        if self._held is not None:
-            h_on, h_fr, h_vel = self._held
-            on = np.concatenate([h_on[None], onset[:-1]])
-            fr = np.concatenate([h_fr[None], frame[:-1]])
-            vl = None if vel is None or h_vel is None else np.concatenate([h_vel[None], vel[:-1]])
-            nxt = onset
-        else:
-            on, fr, nxt = onset[:-1], frame[:-1], onset[1:]
-            vl = None if vel is None else vel[:-1]
-        if len(on):
-            prev = np.concatenate([self._prev_onset[None], on[:-1]])
-            peaks = (on >= self.config.onset_threshold) & (on >= prev) & (on > nxt)
-            above = fr >= self.config.frame_threshold
-            any_peak: np.ndarray = np.any(peaks, axis=1)
-            for r in range(len(on)):
-                if any_peak[r] or self._n_open:
-                    self._decide(peaks[r], above[r], None if vl is None else vl[r])
-                self._t += 1
-            self._prev_onset = on[-1]
-        self._held = (onset[-1], frame[-1], None if vel is None else vel[-1])
-        self.n_frames += n
-
-    def _emit(self, keys: np.ndarray, ends: np.ndarray) -> None:
-        fr = self.frame_rate_hz
-        for k, end in zip(keys.tolist(), ends.tolist(), strict=True):
-            i = int(self._start[k])
-            self.notes.append(Note(i / fr, end / fr, k + MIDI_MIN, int(self._velocity[k])))
-        self._open[keys] = False
-        self._running[keys] = False
-        self._n_open -= len(keys)
-
-    def _decide(self, peak: np.ndarray, above: np.ndarray, velocity: np.ndarray | None) -> None:
-        """Decide frame ``self._t`` from its onset peaks and frame posteriors above threshold."""
-        t = self._t
-        # a new onset ends the key's open note (decode_notes' stop_at)
-        closing = np.flatnonzero(peak & self._open)
-        if closing.size:
-            cand = np.maximum(self._run_end[closing], self._start[closing] + self.min_frames)
-            self._emit(closing, np.minimum(cand, t))
-        # notes still held extend while the frame posterior stays above its threshold
-        held = self._open & self._running & (self._start < t)
-        self._run_end[held & above] = t + 1
-        self._running[held & ~above] = False
-        # open a note at each peak
-        starting = np.flatnonzero(peak)
-        if starting.size:
-            self._open[starting] = True
-            self._n_open += len(starting)
-            self._running[starting] = True
-            self._start[starting] = t
-            self._run_end[starting] = t + 1
-            if velocity is None:
-                self._velocity[starting] = 64
-            else:
-                for k in starting.tolist():
-                    v = round(float(velocity[k]) * 127)  # as decode_notes: round, clip 1..127
-                    self._velocity[k] = 1 if v < 1 else 127 if v > 127 else v
-        # a note that stopped sounding is final once no onset can cut it short any more
-        if self._n_open:
-            cand = np.maximum(self._run_end, self._start + self.min_frames)
-            done = np.flatnonzero(self._open & ~self._running & (t >= cand - 1))
-            if done.size:
-                self._emit(done, cand[done])
-
-    def finish(self) -> Notes:
-        """Decide the last frame, end the notes still open at the end, and return all notes.
-
-        Returns:
-            :class:`Notes` (seconds), the same as ``decode_notes`` on all frames pushed.
-        """
-        if self._held is not None:
-            on, fr, vel = self._held
-            peak = (on >= self.config.onset_threshold) & (on >= self._prev_onset) & (on > 0)
-            self._decide(peak, fr >= self.config.frame_threshold, vel)
-            self._t += 1
-            self._held = None
-        n = self.n_frames
-        keys = np.flatnonzero(self._open)
-        if keys.size:
-            cand = np.maximum(self._run_end[keys], self._start[keys] + self.min_frames)
-            self._emit(keys, np.minimum(cand, n))
-        return Notes.from_iterables(self.notes, self.pedal)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import numpy as np
 from avfusion.config import MIDI_MAX, MIDI_MIN, N_KEYS
 from avfusion.data import Performance
 from avfusion.notes import Note, Notes
+from avfusion.streams import MediaInfo, probe_media
 
 CACHE_DIR_NAME = ".avfusion-cache"
 """Folder under a dataset root for cached rectified frames and detected corners."""
@@ -116,49 +117,6 @@ class DatasetFormat:
 
 
 # ------------------------------------------------------------------------------- media probes
-
-
-@dataclass(frozen=True)
-class MediaInfo:
-    """What a media file holds: duration (s), video fps, frame size (px), whether it has audio."""
-
-    duration_s: float
-    fps: float
-    width_px: int
-    height_px: int
-    has_audio: bool
-
-
-def probe_media(path: Path) -> MediaInfo:
-    """Read duration, frame rate, frame size and audio presence from a media file's headers
-    (PyAV), without decoding it.
-
-    Raises:
-        FileNotFoundError: no such file. ValueError: not a readable media file (names it).
-    """
-    import av
-
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        with av.open(str(path)) as c:
-            duration_s = float(c.duration) / 1e6 if c.duration else 0.0
-            fps, w, h = 0.0, 0, 0
-            if c.streams.video:
-                v = c.streams.video[0]
-                rate = v.average_rate or v.guessed_rate
-                fps = float(rate) if rate else 0.0
-                w, h = int(v.codec_context.width), int(v.codec_context.height)
-                if not duration_s and v.duration is not None and v.time_base is not None:
-                    duration_s = float(v.duration * v.time_base)
-            has_audio = bool(c.streams.audio)
-            if not duration_s and has_audio:
-                a = c.streams.audio[0]
-                if a.duration is not None and a.time_base is not None:
-                    duration_s = float(a.duration * a.time_base)
-    except av.error.FFmpegError as exc:
-        raise ValueError(f"{path}: not a readable media file ({exc})") from exc
-    return MediaInfo(duration_s, fps, w, h, has_audio)
 
 
 def audio_duration_s(path: Path) -> float:
