@@ -35,7 +35,8 @@ import numpy as np
 
 from avfusion.fileio import atomic_path
 from avfusion.noise.conditions import KINDS, parse_condition
-from eval.run import CSV_COLUMNS, parse_bench_condition
+from eval.conditions import parse_bench_condition
+from eval.run import CSV_COLUMNS
 
 REFERENCE_SYSTEM = "avfusion-fusion"
 """The system tested against every other one (pairs over pieces)."""

@@ -46,10 +46,10 @@ workers, gives identical numbers. Noise comes from the bank's test half.
 
 Video conditions act on the rectified keyboard frames (uint8 (T, H, W), 416 × 40 px, x linear
 in millimetres over the keyboard; :func:`avfusion.data.rectified_frames`) with a seeded
-generator; see :data:`VIDEO_KINDS`. A system only sees the modalities it ``needs``: an
-audio-only system's output under ``video:blur`` is its clean output, and a video-only system's
-output under ``pink@-10db`` is its clean output; such cells reuse the cached output of the
-condition part the system reads instead of transcribing again. A system that needs a modality
+generator; see :data:`eval.conditions.VIDEO_KINDS`. A system only sees the modalities it
+``needs``: an audio-only system's output under ``video:blur`` is its clean output, and a
+video-only system's output under ``pink@-10db`` is its clean output; such cells reuse the
+cached output of the condition part the system reads instead of transcribing again. A system that needs a modality
 the condition removes (``silence`` for audio) still runs: it hears zeros.
 
 Outputs under ``OUT``:
@@ -95,8 +95,14 @@ import numpy as np
 from avfusion.config import SAMPLE_RATE_HZ
 from avfusion.fileio import atomic_path, sha256_file
 from avfusion.metrics import METRIC_KEYS, transcription_metrics
-from avfusion.noise.conditions import KINDS, condition_string, parse_condition
+from avfusion.noise.conditions import KINDS, parse_condition
 from avfusion.notes import Notes
+from eval.conditions import (
+    BenchCondition,
+    SuiteError,
+    degrade_video,
+    expand_conditions,
+)
 from eval.systems import (
     AvfusionSystem,
     Clip,
@@ -123,257 +129,7 @@ SUITE_KEYS = frozenset(
     {"name", "description", "test_set", "bank", "conditions", "systems", "seeds"}
 )
 TEST_SET_KEYS = frozenset({"corpus", "split", "max_performances", "seconds"})
-GRID_KEYS = frozenset({"noise", "snr_db"})
 SPLITS = ("train", "validation", "test")
-
-
-class SuiteError(ValueError):
-    """A suite file (or a command-line override) is malformed; the message names the file and
-    the entry."""
-
-
-# --------------------------------------------------------------------------------------------
-# Video conditions
-
-
-@dataclass(frozen=True)
-class VideoKind:
-    """A video degradation of the rectified frames and its one parameter.
-
-    Attributes:
-        name: as written after ``video:``.
-        param: the parameter's name with its unit.
-        unit: how the value is written (``px``, ``%``, or nothing).
-        default: the value when none is written.
-        lo, hi: accepted range (inclusive).
-        description: one line for error messages.
-    """
-
-    name: str
-    param: str
-    unit: str
-    default: float
-    lo: float
-    hi: float
-    description: str
-
-
-VIDEO_KINDS: dict[str, VideoKind] = {
-    k.name: k
-    for k in (
-        VideoKind("blur", "sigma_px", "px", 3.0, 0.1, 40.0,
-                  "Gaussian blur of this standard deviation in rectified pixels (a white key is "
-                  "8 px wide), as from a defocused or shaken camera"),
-        VideoKind("lowlight", "gain", "", 0.25, 0.01, 1.0,
-                  "brightness scaled by this gain, plus Gaussian sensor noise of "
-                  "standard deviation 6 grey levels, then rounded to uint8"),
-        VideoKind("occlusion", "percent", "%", 30.0, 1.0, 100.0,
-                  "a flat rectangle of random grey over this share of the keyboard's width "
-                  "(random place, full key depth) for a random half of the time"),
-        VideoKind("dropped-frames", "percent", "%", 30.0, 1.0, 95.0,
-                  "this share of frames (random, independent) repeat the frame before them, "
-                  "as from a stalling camera"),
-    )
-}  # fmt: skip
-"""The video conditions, written ``video:<name>`` or ``video:<name>@<value><unit>``."""
-
-LOWLIGHT_NOISE_SD: float = 6.0
-"""Sensor noise of ``video:lowlight``, grey levels (of 255)."""
-OCCLUSION_TIME_SHARE: float = 0.5
-"""Share of the frames during which ``video:occlusion`` covers the keys (one interval)."""
-
-_VIDEO_STEP = re.compile(r"^video:(?P<name>[a-z-]+)(?:@(?P<value>\d+(?:\.\d+)?)(?P<unit>px|%)?)?$")
-
-
-def video_accepted() -> str:
-    """The accepted video conditions, one a line, for error messages."""
-    return "\n".join(
-        f"  video:{k.name}[@<{k.param}>{k.unit}]  (default {k.default:g}{k.unit}, "
-        f"in [{k.lo:g}, {k.hi:g}]): {k.description}"
-        for k in VIDEO_KINDS.values()
-    )
-
-
-def parse_video_step(text: str) -> tuple[VideoKind, float]:
-    """Parse ``video:blur`` or ``video:occlusion@50%`` into its kind and parameter value.
-
-    Raises:
-        ValueError: unknown name, wrong unit or out-of-range value (lists what is accepted).
-    """
-    m = _VIDEO_STEP.match(text.strip().lower())
-    if not m or m["name"] not in VIDEO_KINDS:
-        raise ValueError(f"unknown video condition {text!r}; accepted:\n{video_accepted()}")
-    kind = VIDEO_KINDS[m["name"]]
-    if m["value"] is None:
-        return kind, kind.default
-    if (m["unit"] or "") != kind.unit:
-        raise ValueError(
-            f"{text!r}: write video:{kind.name}@<{kind.param}>{kind.unit} "
-            f"(unit {kind.unit or 'none'})"
-        )
-    value = float(m["value"])
-    if not kind.lo <= value <= kind.hi:
-        raise ValueError(f"{text!r}: {kind.param} {value:g} is outside [{kind.lo:g}, {kind.hi:g}]")
-    return kind, value
-
-
-def degrade_video(
-    frames: np.ndarray, condition: str, rng: np.random.Generator
-) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Apply video conditions (``video:…`` steps joined by ``+``) to rectified frames.
-
-    Args:
-        frames: uint8, shape (T, H, W), grayscale rectified keyboard frames (x linear over
-            the keyboard's width, y over the keys' depth).
-        condition: e.g. ``"video:blur"`` or ``"video:occlusion@50%+video:lowlight"``.
-        rng: the only source of randomness.
-    Returns:
-        (uint8 frames of the same shape, a new array; one record per step with the drawn
-        parameters).
-    Raises:
-        ValueError: a bad condition (see :func:`parse_video_step`) or frames that are not
-            uint8 (T, H, W).
-    """
-    import cv2
-
-    if frames.ndim != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 (T, H, W), got {frames.dtype} {frames.shape}")
-    x = np.array(frames, dtype=np.uint8, copy=True)
-    n_frames, _, width = x.shape
-    records: list[dict[str, Any]] = []
-    for step in condition.split("+"):
-        kind, value = parse_video_step(step)
-        rec: dict[str, Any] = {"condition": f"video:{kind.name}", kind.param: value}
-        if n_frames == 0:
-            records.append(rec)
-            continue
-        if kind.name == "blur":
-            for i in range(n_frames):
-                x[i] = cv2.GaussianBlur(x[i], (0, 0), value)
-        elif kind.name == "lowlight":
-            noise = rng.standard_normal(x.shape, dtype=np.float32) * LOWLIGHT_NOISE_SD
-            y = x.astype(np.float32) * value + noise  # (T, H, W)
-            x = np.clip(np.round(y), 0, 255).astype(np.uint8)
-            rec["noise_sd"] = LOWLIGHT_NOISE_SD
-        elif kind.name == "occlusion":
-            w_px = max(1, round(width * value / 100))
-            x0 = int(rng.integers(0, width - w_px + 1))
-            t_len = max(1, round(n_frames * OCCLUSION_TIME_SHARE))
-            t0 = int(rng.integers(0, n_frames - t_len + 1))
-            fill = int(rng.integers(20, 236))
-            x[t0 : t0 + t_len, :, x0 : x0 + w_px] = fill
-            rec.update(x_px=[x0, x0 + w_px], frames=[t0, t0 + t_len], fill=fill)
-        elif kind.name == "dropped-frames":
-            drop = np.asarray(rng.random(n_frames) < value / 100, dtype=bool)  # (T,)
-            drop[0] = False
-            for j in np.flatnonzero(drop):
-                x[j] = x[j - 1]  # in order, so a run of drops holds one frame
-            rec["dropped"] = np.flatnonzero(drop).tolist()
-        else:  # pragma: no cover - VIDEO_KINDS and this function go together
-            raise AssertionError(kind.name)
-        records.append(rec)
-    return x, records
-
-
-# --------------------------------------------------------------------------------------------
-# Conditions of a suite
-
-
-@dataclass(frozen=True, order=True)
-class BenchCondition:
-    """One benchmark condition, split into what it does to each modality.
-
-    Attributes:
-        audio: canonical avfusion.noise text (e.g. ``"pink@-10db"``), or None (audio untouched).
-        video: canonical ``video:…`` text, or None (frames untouched).
-    """
-
-    audio: str | None = None
-    video: str | None = None
-
-    @property
-    def text(self) -> str:
-        """The condition's name in folders, CSV and reports (``clean`` when nothing is done)."""
-        return "+".join(p for p in (self.audio, self.video) if p) or "clean"
-
-    def seen_by(self, needs: frozenset[str]) -> BenchCondition:
-        """What a system that reads ``needs`` sees of this condition."""
-        return BenchCondition(
-            self.audio if "audio" in needs else None, self.video if "video" in needs else None
-        )
-
-
-def parse_bench_condition(text: str) -> BenchCondition:
-    """Parse a condition: avfusion.noise steps and ``video:…`` steps joined by ``+``.
-
-    Raises:
-        ValueError: any step unknown or malformed (the message lists what is accepted).
-    """
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"empty condition {text!r}")
-    parts = [p.strip() for p in text.strip().lower().split("+")]
-    video = [p for p in parts if p.startswith("video:")]
-    audio = [p for p in parts if not p.startswith("video:")]
-    audio_text = condition_string(parse_condition("+".join(audio))) if audio else None
-    if audio_text == "clean":
-        audio_text = None
-    video_text = None
-    if video:
-        canon = []
-        for p in video:
-            kind, value = parse_video_step(p)
-            given = "@" in p
-            canon.append(f"video:{kind.name}" + (f"@{value:g}{kind.unit}" if given else ""))
-        video_text = "+".join(canon)
-    return BenchCondition(audio_text, video_text)
-
-
-def expand_conditions(entries: Any, where: str) -> list[BenchCondition]:
-    """The conditions of a suite's ``conditions`` list, grids expanded, in order.
-
-    Args:
-        entries: a list of condition strings and grids ``{noise: [...], snr_db: [...]}``
-            (expanded noise-major: ``white@20db, white@10db, …, pink@20db, …``).
-        where: the suite file, for messages.
-    Raises:
-        SuiteError: not a list, an unknown condition, a malformed grid, or a duplicate.
-    """
-    if not isinstance(entries, list) or not entries:
-        raise SuiteError(f"{where}: 'conditions' must be a non-empty list")
-    out: list[BenchCondition] = []
-    for i, entry in enumerate(entries):
-        texts: list[str]
-        if isinstance(entry, dict):
-            if set(entry) != GRID_KEYS:
-                raise SuiteError(
-                    f"{where}: conditions[{i}] {entry!r}: a grid has exactly the keys "
-                    f"'noise' (names) and 'snr_db' (numbers)"
-                )
-            noises = entry["noise"] if isinstance(entry["noise"], list) else [entry["noise"]]
-            snrs = entry["snr_db"] if isinstance(entry["snr_db"], list) else [entry["snr_db"]]
-            if (
-                not noises
-                or not snrs
-                or not all(isinstance(s, int | float) and not isinstance(s, bool) for s in snrs)
-            ):
-                raise SuiteError(
-                    f"{where}: conditions[{i}] {entry!r}: 'noise' and 'snr_db' must be "
-                    "non-empty lists (of names and of numbers in dB)"
-                )
-            texts = [f"{n}@{float(s):g}db" for n in noises for s in snrs]
-        elif isinstance(entry, str):
-            texts = [entry]
-        else:
-            raise SuiteError(f"{where}: conditions[{i}] {entry!r}: expected a string or a grid")
-        for t in texts:
-            try:
-                cond = parse_bench_condition(t)
-            except ValueError as exc:
-                raise SuiteError(f"{where}: conditions[{i}]: bad condition {t!r}: {exc}") from exc
-            if cond in out:
-                raise SuiteError(f"{where}: conditions[{i}]: {cond.text!r} is listed twice")
-            out.append(cond)
-    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,15 +15,9 @@ from avfusion.metrics import METRIC_KEYS
 from avfusion.midi import write_midi
 from avfusion.notes import Notes
 from eval import run as bench
+from eval.conditions import BenchCondition, SuiteError, degrade_video, parse_bench_condition
 from eval.report import bootstrap_interval, paired_wilcoxon, read_results, write_report
-from eval.run import (
-    BenchCondition,
-    SuiteError,
-    degrade_video,
-    load_suite,
-    parse_bench_condition,
-    run_suite,
-)
+from eval.run import load_suite, run_suite
 from tests.conftest import make_notes
 
 QUICK = Path(__file__).resolve().parent.parent / "eval" / "suites" / "quick.yaml"
