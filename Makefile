@@ -6,7 +6,7 @@ APT_PACKAGES := libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont musescore-g
   chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup apt venv eval-deps test test-all lint demo models clean
+.PHONY: setup apt venv eval-deps test test-all lint demo models models-long clean
 
 setup: apt venv
 
@@ -66,6 +66,21 @@ models: data/corpus/manifest.jsonl data/noise/manifest.json
 	OMP_NUM_THREADS=1 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-concat.yaml \
 	  --out runs/cpu-small-concat --no-progress > runs/train-concat.log 2>&1
 	for m in fusion audio video concat; do rm -rf avfusion/models/$$m; cp -r runs/cpu-small-$$m/model avfusion/models/$$m; done
+
+# Stages 2 and 3 of the cpu-small models (400 steps at the cpu-small schedule, then 1000 at
+# experiments/configs/cpu-small-long.yaml), from the stage-1 runs that `make models` leaves in runs/:
+# the three modes at once, one thread each (about 1 h 45 min on 2 cores); the models land in
+# runs/cpu-small-MODE-long/model.
+models-long:
+	test -f runs/cpu-small-fusion/model/config.json || { echo "run make models first"; exit 1; }
+	for m in fusion audio video; do ( \
+	  OMP_NUM_THREADS=1 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small.yaml \
+	    --init runs/cpu-small-$$m/model --mode $$m --max-steps 400 --out runs/cpu-small-$$m-more \
+	    --no-progress > runs/train-$$m-more.log 2>&1 && \
+	  OMP_NUM_THREADS=1 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-long.yaml \
+	    --init runs/cpu-small-$$m-more/model --mode $$m --out runs/cpu-small-$$m-long \
+	    --no-progress > runs/train-$$m-long.log 2>&1 ) & \
+	done; wait
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
