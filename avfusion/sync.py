@@ -49,6 +49,11 @@ VIDEO_LEAD_S: float = 0.079
 """How long the video's key-motion envelope leads the audio's onset envelope (seconds):
 median over the 27 performances of the rendered validation split of the cross-correlation
 lag (``python -m eval.measure_sync_detect --calibrate``; the test split is not used)."""
+MODEL_VIDEO_LEAD_S: float = 0.079
+"""The same lead for :func:`estimate_offset_from_onsets_s` (seconds): median over the
+performances of the rendered validation split of the lag between the video's key motion and a
+model's summed onset posteriors (``python -m eval.measure_sync_detect --calibrate --model
+audio --split validation``)."""
 MIN_CONFIDENCE: float = 0.05
 """Offsets estimated with a lower :attr:`OffsetEstimate.confidence` should not be trusted: no
 key motion or silent audio (confidence 0), a clip too short to hold several notes, or a rhythm
@@ -217,6 +222,22 @@ def estimate_offset_s(
     """
     frames = np.asarray(frames)
     times = np.asarray(times_s, dtype=np.float64)
+    _check_video(frames, times, max_offset_s, video_lead_s)
+    y = np.asarray(audio)
+    if y.ndim != 1:
+        raise ValueError(
+            f"estimate_offset_s: audio must be mono, shape (n_samples,), got {y.shape}"
+        )
+
+    hop_s = 1.0 / GRID_HZ
+    a_env = audio_onset_strength(y, sample_rate_hz, hop_s)
+    hop_true_s = round(hop_s * sample_rate_hz) / sample_rate_hz
+    a_t = (np.arange(len(a_env)) - 0.5) * hop_true_s
+    return _estimate(a_t, a_env, frames, times, max_offset_s, video_lead_s)
+
+
+def _check_video(frames: np.ndarray, times: np.ndarray, max_offset_s: float, lead_s: float) -> None:
+    """The argument checks common to both estimators (see their Raises)."""
     if frames.ndim != 3:
         raise ValueError(
             f"estimate_offset_s: frames must be (T, H, W) rectified grayscale frames, got "
@@ -233,18 +254,71 @@ def estimate_offset_s(
         raise ValueError("estimate_offset_s: times_s must be finite and strictly increasing")
     if not (max_offset_s > 0 and math.isfinite(max_offset_s)):
         raise ValueError(f"estimate_offset_s: max_offset_s={max_offset_s} must be positive")
-    if not math.isfinite(video_lead_s):
-        raise ValueError(f"estimate_offset_s: video_lead_s={video_lead_s} must be finite")
-    y = np.asarray(audio)
-    if y.ndim != 1:
-        raise ValueError(
-            f"estimate_offset_s: audio must be mono, shape (n_samples,), got {y.shape}"
-        )
+    if not math.isfinite(lead_s):
+        raise ValueError(f"estimate_offset_s: video_lead_s={lead_s} must be finite")
 
-    hop_s = 1.0 / GRID_HZ
-    a_env = audio_onset_strength(y, sample_rate_hz, hop_s)
-    hop_true_s = round(hop_s * sample_rate_hz) / sample_rate_hz
-    a_t = (np.arange(len(a_env)) - 0.5) * hop_true_s
+
+def estimate_offset_from_onsets_s(
+    onset: np.ndarray,
+    frame_rate_hz: float,
+    frames: np.ndarray,
+    times_s: np.ndarray,
+    max_offset_s: float = 1.0,
+    *,
+    video_lead_s: float = MODEL_VIDEO_LEAD_S,
+) -> OffsetEstimate:
+    """Estimate the audio-video offset with a transcription model's onset posteriors as the
+    audio envelope: :func:`estimate_offset_s` with ``onset.sum(axis=1)`` (expected number of
+    piano note onsets per model frame) in place of spectral flux.
+
+    A trained model's onsets respond to piano notes only, so other instruments, babble and
+    broadband noise, which put their own onsets into spectral flux, barely move them. On the
+    validation split (8 performances × 2 shifts, first 20 s) under ``music@0db`` the largest
+    error was 19 ms against 468 ms with spectral flux, and the lowest confidence 0.15 against
+    0.01 (`eval.measure_sync_detect --model`).
+
+    Args:
+        onset: float (n_frames, 88) onset probabilities (:func:`avfusion.inference.
+            predict_posteriors` on the audio alone); model frame i at ``i / frame_rate_hz`` s
+            of the audio.
+        frame_rate_hz: the model's frame rate (frames/s).
+        frames, times_s, max_offset_s: as for :func:`estimate_offset_s`.
+        video_lead_s: how long visible key motion precedes the model's onsets (seconds,
+            :data:`MODEL_VIDEO_LEAD_S`).
+    Returns:
+        The :class:`OffsetEstimate` (same convention and confidence as
+        :func:`estimate_offset_s`).
+    Raises:
+        ValueError: as :func:`estimate_offset_s`; ``onset`` not (n_frames, 88) or not finite,
+            a non-positive frame rate.
+    """
+    frames = np.asarray(frames)
+    times = np.asarray(times_s, dtype=np.float64)
+    _check_video(frames, times, max_offset_s, video_lead_s)
+    post = np.asarray(onset, dtype=np.float64)
+    if post.ndim != 2 or post.shape[1] != 88:
+        raise ValueError(
+            f"estimate_offset_from_onsets_s: onset must be (n_frames, 88), got {post.shape}"
+        )
+    if not np.isfinite(post).all():
+        raise ValueError("estimate_offset_from_onsets_s: onset has NaN or infinite values")
+    if not frame_rate_hz > 0:
+        raise ValueError(f"estimate_offset_from_onsets_s: frame_rate_hz={frame_rate_hz} <= 0")
+    a_env = post.sum(axis=1)
+    a_t = np.arange(len(a_env)) / float(frame_rate_hz)
+    return _estimate(a_t, a_env, frames, times, max_offset_s, video_lead_s)
+
+
+def _estimate(
+    a_t: np.ndarray,
+    a_env: np.ndarray,
+    frames: np.ndarray,
+    times: np.ndarray,
+    max_offset_s: float,
+    video_lead_s: float,
+) -> OffsetEstimate:
+    """Cross-correlate an audio onset envelope (times ``a_t``, values ``a_env``) with the
+    video's key motion; the peak lag, refined by a parabola, and its confidence."""
     v_env = key_motion_energy(frames)[1:]
     v_t = 0.5 * (times[1:] + times[:-1]) + video_lead_s
     frame_s = float(np.median(np.diff(times)))

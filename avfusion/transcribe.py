@@ -18,9 +18,10 @@ Pipeline for one input:
 3. **Keyboard**: corners given by hand (validated: inside the frame, convex, clockwise from the
    back-left) or found by `avfusion.detect` on the first seconds and followed by its tracker.
 4. **Audio-video offset** (fusion): estimated by `avfusion.sync` on the first ``sync_s``
-   seconds (±1 s; inputs shorter than :data:`MIN_SYNC_S` and estimates below the estimator's
-   ``MIN_CONFIDENCE`` keep 0 s, with a note), or given by hand; video times are corrected with
-   ``t + offset_s``.
+   seconds, from the model's own onset posteriors of the sound alone against the keys' motion
+   (`avfusion.sync.estimate_offset_from_onsets_s`; ±1 s; inputs shorter than
+   :data:`MIN_SYNC_S` and estimates below the estimator's ``MIN_CONFIDENCE`` keep 0 s, with a
+   note), or given by hand; video times are corrected with ``t + offset_s``.
 5. **Windowed inference, streamed** (:func:`avfusion.inference.iter_posteriors`, the same
    windowing that training's validation and the benchmark use): audio decoded in chunks and
    video frames decoded one at a time and rectified on the fly (``cv2.warpPerspective`` to
@@ -46,7 +47,7 @@ import os
 import tempfile
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -337,12 +338,27 @@ def _detect_keyboard(path: Path, seconds: float, fps: float) -> tuple[Any, Any]:
 
 
 def _estimate_offset(
-    audio: np.ndarray, sample_rate_hz: int, frames: np.ndarray, times_s: np.ndarray
+    audio: np.ndarray,
+    sample_rate_hz: int,
+    frames: np.ndarray,
+    times_s: np.ndarray,
+    onsets: Callable[[np.ndarray], tuple[np.ndarray, float]] | None = None,
 ) -> tuple[float, float, float | None]:
-    """(offset_s, confidence, the estimator's minimum confidence or None)."""
+    """(offset_s, confidence, the estimator's minimum confidence or None). With ``onsets``
+    (audio → the model's onset posteriors (n_frames, 88) and its frame rate) the model's
+    onsets are the audio envelope (`avfusion.sync.estimate_offset_from_onsets_s`), else
+    spectral flux (`avfusion.sync.estimate_offset_s`)."""
     from avfusion import sync
 
-    est = sync.estimate_offset_s(audio, sample_rate_hz, frames, times_s, max_offset_s=MAX_OFFSET_S)
+    if onsets is not None and len(audio):
+        onset, frame_rate_hz = onsets(audio)
+        est = sync.estimate_offset_from_onsets_s(
+            onset, frame_rate_hz, frames, times_s, max_offset_s=MAX_OFFSET_S
+        )
+    else:
+        est = sync.estimate_offset_s(
+            audio, sample_rate_hz, frames, times_s, max_offset_s=MAX_OFFSET_S
+        )
     minimum = getattr(sync, "MIN_CONFIDENCE", None)
     return float(est.offset_s), float(est.confidence), minimum
 
@@ -515,7 +531,18 @@ def transcribe(
         else:
             _warn(warnings, f"{path}: --offset-s is ignored in {goal} mode")
     elif audio_it is not None and video_it is not None:
-        offset, audio_it, video_it = _sync(path, audio_it, video_it, sync_s, sr, warnings)
+
+        def head_onsets(audio: np.ndarray) -> tuple[np.ndarray, float]:
+            from avfusion.inference import predict_posteriors
+
+            post = predict_posteriors(
+                model, audio, None, None, window_s=window_s, batch_size=batch_size, device=dev
+            )  # the model on the sound alone: onsets of piano notes, not of other sounds
+            return post["onset"], float(cfg.frame_rate_hz)
+
+        offset, audio_it, video_it = _sync(
+            path, audio_it, video_it, sync_s, sr, warnings, head_onsets
+        )
     if video_it is not None and offset.offset_s != 0.0:
         video_it = ((t + offset.offset_s, f) for t, f in video_it)
     if needs_audio and needs_video:
@@ -683,9 +710,11 @@ def _sync(
     seconds: float,
     sample_rate_hz: int,
     warnings: list[str],
+    onsets: Callable[[np.ndarray], tuple[np.ndarray, float]] | None = None,
 ) -> tuple[_Offset, Iterator[np.ndarray], Iterator[tuple[float, np.ndarray]]]:
-    """Estimate the offset on the first ``seconds`` of both streams (`avfusion.sync`); returns
-    it and the two streams, whole again (the head is replayed, then released)."""
+    """Estimate the offset on the first ``seconds`` of both streams (`avfusion.sync`; with
+    ``onsets``, from the model's onset posteriors, see `_estimate_offset`); returns it and the
+    two streams, whole again (the head is replayed, then released)."""
     head_a, head_v = _read_head(audio_it, video_it, seconds, sample_rate_hz)
     offset, why = _Offset(0.0, "none", None), ""
     head_s = sum(len(a) for a in head_a) / sample_rate_hz
@@ -698,6 +727,7 @@ def _sync(
             sample_rate_hz,
             np.stack([f for _, f in head_v]) if head_v else np.zeros((0, 1, 1), np.uint8),
             np.asarray([t for t, _ in head_v], np.float64),
+            onsets,
         )
         offset = _Offset(0.0, "none", conf)
         if minimum is not None and conf < float(minimum):

@@ -20,6 +20,13 @@ For every performance of the split (video.mp4, audio.flac, meta.json):
 ``--calibrate`` instead measures the raw lead of the video envelope over the audio
 (``video_lead_s=0``) on the split (use ``--split validation``; the value of
 :data:`avfusion.sync.VIDEO_LEAD_S` comes from it).
+
+``--model NAME`` (a bundled model or a checkpoint folder) uses
+:func:`avfusion.sync.estimate_offset_from_onsets_s` instead: the model's onset posteriors of
+the audio alone as the audio envelope (what ``avfusion transcribe`` does); with ``--calibrate``
+it measures :data:`avfusion.sync.MODEL_VIDEO_LEAD_S`. ``--condition`` degrades the audio first
+(an :mod:`avfusion.noise` condition; the bank's test half on the test split, its train half
+otherwise, seeded per performance), e.g. ``music@0db``.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +47,13 @@ from avfusion.data import DataConfig, Performance, list_performances, rectified_
 from avfusion.detect import KeyboardDetection, detect_keyboard, detect_keyboard_in_frames
 from avfusion.fileio import atomic_path
 from avfusion.keyboard import rectify_homography
-from avfusion.sync import VIDEO_LEAD_S, estimate_offset_s
+from avfusion.sync import (
+    MODEL_VIDEO_LEAD_S,
+    VIDEO_LEAD_S,
+    OffsetEstimate,
+    estimate_offset_from_onsets_s,
+    estimate_offset_s,
+)
 from avfusion.video import iter_frames
 from eval.machine import machine
 
@@ -104,6 +118,52 @@ def _detection_summary(
     }
 
 
+def _degraded(audio: np.ndarray, perf_id: str, args: argparse.Namespace) -> np.ndarray:
+    """The audio under ``args.condition`` (seeded by the performance), or as it is."""
+    if args.condition == "clean":
+        return audio
+    import zlib
+
+    from avfusion.noise import NoiseBank, degrade
+
+    bank = NoiseBank(args.bank) if (args.bank / "manifest.json").is_file() else None
+    rng = np.random.default_rng(zlib.crc32(f"{perf_id}|{args.condition}".encode()))
+    half = "test" if args.split == "test" else "train"
+    return degrade(audio, args.condition, rng, bank=bank, half=half).audio
+
+
+def _estimator(model_name: str | None) -> Callable[..., OffsetEstimate]:
+    """``estimate(audio, frames, times, lead_s or None) -> OffsetEstimate``: spectral flux, or
+    the onset posteriors of a model (its audio alone)."""
+    if model_name is None:
+
+        def flux(audio, frames, times, lead_s):  # type: ignore[no-untyped-def]
+            kw = {} if lead_s is None else {"video_lead_s": lead_s}
+            return estimate_offset_s(audio, SAMPLE_RATE_HZ, frames, times, **kw)
+
+        return flux
+    from avfusion.inference import predict_posteriors, window_s_from_extra
+    from avfusion.model.checkpoint import load_checkpoint
+    from avfusion.train import resolve_init
+
+    model, extra = load_checkpoint(resolve_init(model_name))
+    window_s = window_s_from_extra(extra, model_name)
+    cache: dict[int, np.ndarray] = {}
+
+    def onsets(audio, frames, times, lead_s):  # type: ignore[no-untyped-def]
+        if id(audio) not in cache:  # the shifts reuse one audio's posteriors
+            cache.clear()
+            cache[id(audio)] = predict_posteriors(model, audio, None, None, window_s=window_s)[
+                "onset"
+            ]
+        kw = {} if lead_s is None else {"video_lead_s": lead_s}
+        return estimate_offset_from_onsets_s(
+            cache[id(audio)], model.config.frame_rate_hz, frames, times, **kw
+        )
+
+    return onsets
+
+
 def main(argv: list[str] | None = None) -> None:
     from tqdm import tqdm
 
@@ -123,10 +183,21 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="measure the raw video lead (video_lead_s=0) instead; use --split validation",
     )
+    ap.add_argument(
+        "--model",
+        help="estimate with this model's onset posteriors (a bundled model name or a "
+        "checkpoint folder) instead of spectral flux",
+    )
+    ap.add_argument("--condition", default="clean", help="degrade the audio first (default clean)")
+    ap.add_argument("--bank", type=Path, default=Path("data/noise"), help="noise bank folder")
     args = ap.parse_args(argv)
     cfg = DataConfig()
     perfs = list_performances(args.corpus, args.split)[: args.max_performances]
-    audios = {p.id: load_audio(p.folder / "audio.flac", SAMPLE_RATE_HZ) for p in perfs}
+    audios = {
+        p.id: _degraded(load_audio(p.folder / "audio.flac", SAMPLE_RATE_HZ), p.id, args)
+        for p in perfs
+    }
+    estimate = _estimator(args.model)
     record: dict = {
         "command": "python -m eval.measure_sync_detect "
         + shlex.join(sys.argv[1:] if argv is None else argv),
@@ -135,15 +206,15 @@ def main(argv: list[str] | None = None) -> None:
         "split": args.split,
         "n_performances": len(perfs),
         "rect_size_px": [cfg.rect_width_px, cfg.rect_height_px],
+        "estimator": f"onset posteriors of {args.model}" if args.model else "spectral flux",
+        "condition": args.condition,
     }
     t_start = time.perf_counter()
     if args.calibrate:
         leads = []
         for p in tqdm(perfs, desc="calibrate", unit="perf"):
             frames, times = rectified_frames(p, cfg.rect_width_px, cfg.rect_height_px)
-            est = estimate_offset_s(
-                audios[p.id], SAMPLE_RATE_HZ, np.asarray(frames), times, video_lead_s=0.0
-            )
+            est = estimate(audios[p.id], np.asarray(frames), times, 0.0)
             leads.append({"id": p.id, "lead_ms": 1000 * est.offset_s, "confidence": est.confidence})
         v = np.array([x["lead_ms"] for x in leads])
         record["calibration"] = {
@@ -192,20 +263,20 @@ def main(argv: list[str] | None = None) -> None:
             audio = audios[p.id]
             shifts = []
             for shift in args.shifts:
-                est = estimate_offset_s(audio, SAMPLE_RATE_HZ, frames_true, times + shift)
+                est = estimate(audio, frames_true, times + shift, None)
                 e_true = 1000 * (est.offset_s + shift)
                 err_true.append(e_true)
                 frame_true_ms.append(1000 / p.fps)
                 conf_true.append(est.confidence)
                 row = {"shift_s": shift, "error_ms": e_true, "confidence": est.confidence}
                 if frames_det is not None and len(frames_det) == len(times):
-                    est_d = estimate_offset_s(audio, SAMPLE_RATE_HZ, frames_det, times + shift)
+                    est_d = estimate(audio, frames_det, times + shift, None)
                     row["error_detected_corners_ms"] = 1000 * (est_d.offset_s + shift)
                     err_det.append(row["error_detected_corners_ms"])
                     frame_det_ms.append(1000 / p.fps)
                 shifts.append(row)
             other = audios[perfs[(k + 1) % len(perfs)].id]
-            null = estimate_offset_s(other, SAMPLE_RATE_HZ, frames_true, times)
+            null = estimate(other, frames_true, times, None)
             null_conf.append(null.confidence)
             per_perf.append(
                 {
@@ -225,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
         }
         record["sync"] = {
             "shifts_s": args.shifts,
-            "video_lead_s": VIDEO_LEAD_S,
+            "video_lead_s": MODEL_VIDEO_LEAD_S if args.model else VIDEO_LEAD_S,
             "true_corners": {
                 **_summary(err_true, frame_true_ms),
                 "min_confidence": float(np.min(conf_true)),

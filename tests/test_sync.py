@@ -13,8 +13,10 @@ from avfusion.notes import Note, Notes
 from avfusion.sync import (
     GRID_HZ,
     MIN_CONFIDENCE,
+    MODEL_VIDEO_LEAD_S,
     OffsetEstimate,
     audio_onset_strength,
+    estimate_offset_from_onsets_s,
     estimate_offset_s,
     key_motion_energy,
 )
@@ -56,6 +58,44 @@ def clip() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ]
     )
     return audio, frames, np.arange(n) / FPS
+
+
+def _onset_posteriors(notes: Notes, duration_s: float, frame_rate_hz: float) -> np.ndarray:
+    """What a perfect transcription model gives: 1 on each note's onset frame, (n_frames, 88)."""
+    onset = np.zeros((int(duration_s * frame_rate_hz) + 1, 88))
+    for n in notes:
+        onset[round(n.onset_s * frame_rate_hz), n.pitch - 21] = 1.0
+    return onset
+
+
+@pytest.mark.parametrize("shift_s", [0.2, -0.333, 0.0])
+def test_model_onsets_recover_a_known_shift_where_other_sounds_fool_spectral_flux(clip, shift_s):
+    audio, frames, times = clip
+    notes = _notes(np.random.default_rng(1), 8.0)  # the clip's notes (same seed)
+    onset = _onset_posteriors(notes, 8.0, 31.25)
+    est = estimate_offset_from_onsets_s(onset, 31.25, frames, times + shift_s)
+    assert abs(est.offset_s - (-shift_s)) < 1 / FPS, est
+    assert est.confidence >= MIN_CONFIDENCE
+    # loud clicks every 0.29 s (another instrument's attacks) swamp the spectral flux; the
+    # model's piano onsets do not contain them
+    clicks = np.zeros_like(audio)
+    for t in np.arange(0.05, 8.0, 0.29):
+        i = int(t * SR)
+        clicks[i : i + 400] = np.random.default_rng(i).standard_normal(400) * 0.9
+    flux = estimate_offset_s(audio * 0.1 + clicks, SR, frames, times + shift_s)
+    assert abs(flux.offset_s - (-shift_s)) > 1 / FPS or flux.confidence < MIN_CONFIDENCE
+
+
+def test_model_onsets_estimator_refuses_bad_posteriors(clip):
+    _, frames, times = clip
+    with pytest.raises(ValueError, match="88"):
+        estimate_offset_from_onsets_s(np.zeros((100, 87)), 31.25, frames, times)
+    with pytest.raises(ValueError, match="frame_rate_hz"):
+        estimate_offset_from_onsets_s(np.zeros((100, 88)), 0.0, frames, times)
+    assert estimate_offset_from_onsets_s(np.zeros((100, 88)), 31.25, frames, times) == (
+        OffsetEstimate(0.0, 0.0)
+    )  # no onsets at all: nothing to align
+    assert MODEL_VIDEO_LEAD_S > 0
 
 
 @pytest.mark.parametrize("shift_s", [0.2, -0.333, 0.137, 0.0])

@@ -423,14 +423,18 @@ def test_estimated_offset_is_applied_to_the_video_times(monkeypatch, media, ckpt
     monkeypatch.setattr(module, "MIN_SYNC_S", 0.0)
     seen: dict[str, object] = {}
 
-    def fake_estimate(audio, sample_rate_hz, frames, times_s, max_offset_s=1.0):
-        seen.update(n_frames=len(frames), rect=frames.shape[1:], max_offset_s=max_offset_s)
+    def fake_estimate(onset, frame_rate_hz, frames, times_s, max_offset_s=1.0):
+        seen.update(n_frames=len(frames), rect=frames.shape[1:], max_offset_s=max_offset_s,
+                    onset=onset.shape, frame_rate_hz=frame_rate_hz)  # fmt: skip
         return avfusion.sync.OffsetEstimate(0.3, 0.9)
 
     first_times: list[float] = []
     real = avfusion.inference.iter_posteriors
 
     def spy(model, audio_chunks, video_frames, **kw):
+        if video_frames is None:  # the offset estimate's pass over the sound alone
+            return real(model, audio_chunks, None, **kw)
+
         def frames():
             for t, f in video_frames:
                 first_times.append(t)
@@ -438,11 +442,14 @@ def test_estimated_offset_is_applied_to_the_video_times(monkeypatch, media, ckpt
 
         return real(model, audio_chunks, frames(), **kw)
 
-    monkeypatch.setattr(avfusion.sync, "estimate_offset_s", fake_estimate)
+    monkeypatch.setattr(avfusion.sync, "estimate_offset_from_onsets_s", fake_estimate)
     monkeypatch.setattr(avfusion.inference, "iter_posteriors", spy)
     r = transcribe(media["clip"], checkpoint=ckpts["fusion"], mode="fusion")
     assert r.info.offset_s == 0.3 and r.info.offset_source == "estimated"
     assert seen["rect"] == (16, 176) and seen["max_offset_s"] == 1.0 and seen["n_frames"] > 90
+    # the model's own onsets of the sound alone, on its frame grid, over the head it read
+    assert seen["frame_rate_hz"] == pytest.approx(FR) and seen["onset"][1] == 88
+    assert seen["onset"][0] == pytest.approx(seen["n_frames"] / 30 * FR, rel=0.1)
     assert first_times[0] == pytest.approx(0.3, abs=1e-9)  # frame 0 at t_video = 0
 
 
