@@ -48,8 +48,9 @@ lint: setup
 demo: setup
 	$(VENV)/bin/avfusion demo
 
-# Reproduce the bundled models from scratch: corpus, noise bank, the three cpu-small runs (run in
-# parallel, one thread each: about 1 h on 2 cores), the concat-fusion ablation (about 45 min), then
+# Reproduce the bundled models from scratch: corpus, noise bank, stage 1 of the three cpu-small
+# runs (run in parallel, one thread each: about 1 h on 2 cores), the concat-fusion ablation (about
+# 45 min; stage 1 only), stages 2 and 3 of the three modes (`models-long`, about 1 h 45 min), then
 # copy each exported model into the package.
 data/corpus/manifest.jsonl: | setup
 	$(VENV)/bin/avfusion synth --out data/corpus --hours 2 --seed 0 --workers 2
@@ -65,12 +66,14 @@ models: data/corpus/manifest.jsonl data/noise/manifest.json
 	done; wait
 	OMP_NUM_THREADS=1 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-concat.yaml \
 	  --out runs/cpu-small-concat --no-progress > runs/train-concat.log 2>&1
-	for m in fusion audio video concat; do rm -rf avfusion/models/$$m; cp -r runs/cpu-small-$$m/model avfusion/models/$$m; done
+	$(MAKE) models-long
+	for m in fusion audio video; do rm -rf avfusion/models/$$m; cp -r runs/cpu-small-$$m-long/model avfusion/models/$$m; done
+	rm -rf avfusion/models/concat; cp -r runs/cpu-small-concat/model avfusion/models/concat
 
 # Stages 2 and 3 of the cpu-small models (400 steps at the cpu-small schedule, then 1000 at
-# experiments/configs/cpu-small-long.yaml), from the stage-1 runs that `make models` leaves in runs/:
-# the three modes at once, one thread each (about 1 h 45 min on 2 cores); the models land in
-# runs/cpu-small-MODE-long/model.
+# experiments/configs/cpu-small-long.yaml), from the stage-1 runs in runs/ (`make models` calls
+# this): the three modes at once, one thread each (about 1 h 45 min on 2 cores); the models land
+# in runs/cpu-small-MODE-long/model.
 models-long:
 	test -f runs/cpu-small-fusion/model/config.json || { echo "run make models first"; exit 1; }
 	for m in fusion audio video; do ( \
