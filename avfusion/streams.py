@@ -16,6 +16,10 @@ import numpy as np
 
 ESTIMATED_DURATION_FORMATS: tuple[str, ...] = ("mp3", "aac")
 """Formats whose declared duration FFmpeg estimates from the bit rate (not checked)."""
+GAP_TOLERANCE_S: float = 0.005
+"""An audio frame whose timestamp is further than this from where the samples decoded so far
+end (seconds) marks a gap (filled with silence) or an overlap (cut), so the audio stays on its
+stream's clock."""
 TRUNCATION_TOLERANCE_S: float = 1.0
 """A stream that decodes more than this (plus 1 %) short of its declared duration is truncated."""
 
@@ -143,6 +147,9 @@ def iter_audio(
     """Decode the first audio stream of any file FFmpeg reads, as mono float32 chunks.
 
     Channels are mixed down and the rate converted by FFmpeg's resampler (libswresample).
+    Samples are placed by the frames' timestamps: a gap in the stream (lost packets) becomes
+    silence and an overlap is cut (:data:`GAP_TOLERANCE_S`), so sample i is at
+    ``i / sample_rate_hz`` s after the first frame, as the video's frames are.
 
     Args:
         path: an audio file (wav, flac, mp3, ogg …) or a video with an audio track.
@@ -151,7 +158,7 @@ def iter_audio(
             :data:`TRUNCATION_TOLERANCE_S` (+1 %) before it, the file is truncated.
         chunk_samples: approximate samples per yielded chunk.
     Yields:
-        float32 (n,) chunks at ``sample_rate_hz``, in order, with no gap.
+        float32 (n,) chunks at ``sample_rate_hz``, in order, contiguous.
     Raises:
         TranscriptionError: naming the file: unreadable, no audio stream, corrupt or truncated,
             NaN or infinite samples, or an empty stream.
@@ -173,11 +180,36 @@ def iter_audio(
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate_hz)
         parts: list[np.ndarray] = []
         held = 0
+        first_s: float | None = None  # the first frame's time: sample 0
+        tolerance = round(GAP_TOLERANCE_S * sample_rate_hz)
+        trim = 0  # samples still to drop from the resampled output (an overlap)
+
+        def place(frame: Any) -> None:
+            """Keep the samples on the stream's clock: a frame that starts after the samples
+            so far (a gap: lost packets, a cut) gets silence before it; one that starts before
+            them (an overlap) loses its first samples. FFmpeg's ``aresample=async=1`` does the
+            same; plain concatenation would let the audio drift from the video."""
+            nonlocal first_s, held, trim
+            if frame.pts is None or frame.time_base is None:
+                return
+            t = float(frame.pts * frame.time_base)
+            if first_s is None:
+                first_s = t
+                return
+            gap = round((t - first_s) * sample_rate_hz) - (n_out + held)
+            if gap > tolerance:
+                parts.append(np.zeros(gap, np.float32))
+                held += gap
+            elif gap < -tolerance:
+                trim = -gap
 
         def take(frames: list[Any]) -> None:
-            nonlocal held
+            nonlocal held, trim
             for f in frames:
                 x = f.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+                if trim:
+                    k = min(trim, x.size)
+                    x, trim = x[k:], trim - k
                 if not np.isfinite(x).all():
                     t = (n_out + held) / sample_rate_hz
                     raise TranscriptionError(
@@ -188,6 +220,7 @@ def iter_audio(
 
         try:
             for frame in container.decode(stream):
+                place(frame)
                 take(resampler.resample(frame))
                 if held >= chunk_samples:
                     out = np.concatenate(parts)

@@ -589,3 +589,27 @@ def test_console_script_exit_code(tmp_path, media):
     assert proc.returncode == 1
     assert f"{media['random']}: not a readable video or audio file" in proc.stderr
     assert _leftovers(tmp_path) == []
+
+
+def test_audio_with_a_hole_in_its_timestamps_stays_on_its_clock(tmp_path):
+    """Packets lost from the middle of a stream leave silence, not a shift of what follows."""
+    from avfusion.streams import iter_audio
+
+    path, sr, n = tmp_path / "hole.mka", 16_000, 1024
+    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(3 * sr) / sr)).astype(np.float32)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("pcm_f32le", rate=sr, layout="mono")
+        for i in range(0, len(tone), n):
+            pts = i if i < sr else i + sr  # everything after 1 s is stamped 1 s later
+            frame = av.AudioFrame.from_ndarray(tone[None, i : i + n], format="flt", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = sr, pts, Fraction(1, sr)
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    audio = np.concatenate(list(iter_audio(path, sr)))
+    assert len(audio) == len(tone) + sr  # 3 s of sound + 1 s of hole
+    cut = 16 * n  # the first frame stamped late (1.024 s of sound before it)
+    assert not audio[cut : cut + sr].any()  # the hole is silent
+    # the sound after the hole is where its timestamps put it, to the sample
+    np.testing.assert_allclose(audio[cut + sr : cut + sr + 4000], tone[cut : cut + 4000], atol=1e-6)
