@@ -227,7 +227,7 @@ def estimate_offset_s(
     """
     frames = np.asarray(frames)
     times = np.asarray(times_s, dtype=np.float64)
-    _check_video(frames, times, max_offset_s, video_lead_s)
+    _check_video(frames, times, max_offset_s, video_lead_s, "estimate_offset_s")
     y = np.asarray(audio)
     if y.ndim != 1:
         raise ValueError(
@@ -241,26 +241,29 @@ def estimate_offset_s(
     return _estimate(a_t, a_env, frames, times, max_offset_s, video_lead_s)
 
 
-def _check_video(frames: np.ndarray, times: np.ndarray, max_offset_s: float, lead_s: float) -> None:
-    """The argument checks common to both estimators (see their Raises)."""
+def _check_video(
+    frames: np.ndarray, times: np.ndarray, max_offset_s: float, lead_s: float, where: str
+) -> None:
+    """The argument checks common to both estimators (see their Raises); messages start with
+    ``where``, the estimator's name."""
     if frames.ndim != 3:
         raise ValueError(
-            f"estimate_offset_s: frames must be (T, H, W) rectified grayscale frames, got "
+            f"{where}: frames must be (T, H, W) rectified grayscale frames, got "
             f"shape {frames.shape}"
         )
     if times.shape != (frames.shape[0],):
         raise ValueError(
-            f"estimate_offset_s: times_s must have shape ({frames.shape[0]},) (one time per "
+            f"{where}: times_s must have shape ({frames.shape[0]},) (one time per "
             f"frame), got {times.shape}"
         )
     if len(times) < 3:
-        raise ValueError(f"estimate_offset_s: need at least 3 frames, got {len(times)}")
+        raise ValueError(f"{where}: need at least 3 frames, got {len(times)}")
     if not np.isfinite(times).all() or not np.all(np.diff(times) > 0):
-        raise ValueError("estimate_offset_s: times_s must be finite and strictly increasing")
+        raise ValueError(f"{where}: times_s must be finite and strictly increasing")
     if not (max_offset_s > 0 and math.isfinite(max_offset_s)):
-        raise ValueError(f"estimate_offset_s: max_offset_s={max_offset_s} must be positive")
+        raise ValueError(f"{where}: max_offset_s={max_offset_s} must be positive")
     if not math.isfinite(lead_s):
-        raise ValueError(f"estimate_offset_s: video_lead_s={lead_s} must be finite")
+        raise ValueError(f"{where}: video_lead_s={lead_s} must be finite")
 
 
 def estimate_offset_from_onsets_s(
@@ -300,7 +303,7 @@ def estimate_offset_from_onsets_s(
     """
     frames = np.asarray(frames)
     times = np.asarray(times_s, dtype=np.float64)
-    _check_video(frames, times, max_offset_s, video_lead_s)
+    _check_video(frames, times, max_offset_s, video_lead_s, "estimate_offset_from_onsets_s")
     post = np.asarray(onset, dtype=np.float64)
     if post.ndim != 2 or post.shape[1] != 88:
         raise ValueError(

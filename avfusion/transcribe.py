@@ -339,26 +339,19 @@ def _detect_keyboard(path: Path, seconds: float, fps: float) -> tuple[Any, Any]:
 
 def _estimate_offset(
     audio: np.ndarray,
-    sample_rate_hz: int,
     frames: np.ndarray,
     times_s: np.ndarray,
-    onsets: Callable[[np.ndarray], tuple[np.ndarray, float]] | None = None,
+    onsets: Callable[[np.ndarray], tuple[np.ndarray, float]],
 ) -> tuple[float, float, float | None]:
-    """(offset_s, confidence, the estimator's minimum confidence or None). With ``onsets``
-    (audio → the model's onset posteriors (n_frames, 88) and its frame rate) the model's
-    onsets are the audio envelope (`avfusion.sync.estimate_offset_from_onsets_s`), else
-    spectral flux (`avfusion.sync.estimate_offset_s`)."""
+    """(offset_s, confidence, the estimator's minimum confidence or None), with the model's
+    onset posteriors of ``audio`` (``onsets``: audio → (n_frames, 88) and the frame rate) as
+    the audio envelope (`avfusion.sync.estimate_offset_from_onsets_s`)."""
     from avfusion import sync
 
-    if onsets is not None and len(audio):
-        onset, frame_rate_hz = onsets(audio)
-        est = sync.estimate_offset_from_onsets_s(
-            onset, frame_rate_hz, frames, times_s, max_offset_s=MAX_OFFSET_S
-        )
-    else:
-        est = sync.estimate_offset_s(
-            audio, sample_rate_hz, frames, times_s, max_offset_s=MAX_OFFSET_S
-        )
+    onset, frame_rate_hz = onsets(audio)
+    est = sync.estimate_offset_from_onsets_s(
+        onset, frame_rate_hz, frames, times_s, max_offset_s=MAX_OFFSET_S
+    )
     minimum = getattr(sync, "MIN_CONFIDENCE", None)
     return float(est.offset_s), float(est.confidence), minimum
 
@@ -710,11 +703,11 @@ def _sync(
     seconds: float,
     sample_rate_hz: int,
     warnings: list[str],
-    onsets: Callable[[np.ndarray], tuple[np.ndarray, float]] | None = None,
+    onsets: Callable[[np.ndarray], tuple[np.ndarray, float]],
 ) -> tuple[_Offset, Iterator[np.ndarray], Iterator[tuple[float, np.ndarray]]]:
-    """Estimate the offset on the first ``seconds`` of both streams (`avfusion.sync`; with
-    ``onsets``, from the model's onset posteriors, see `_estimate_offset`); returns it and the
-    two streams, whole again (the head is replayed, then released)."""
+    """Estimate the offset on the first ``seconds`` of both streams from the model's onset
+    posteriors (``onsets``, see `_estimate_offset`); returns it and the two streams, whole
+    again (the head is replayed, then released)."""
     head_a, head_v = _read_head(audio_it, video_it, seconds, sample_rate_hz)
     offset, why = _Offset(0.0, "none", None), ""
     head_s = sum(len(a) for a in head_a) / sample_rate_hz
@@ -724,7 +717,6 @@ def _sync(
     try:
         est, conf, minimum = _estimate_offset(
             np.concatenate(head_a) if head_a else np.zeros(0, np.float32),
-            sample_rate_hz,
             np.stack([f for _, f in head_v]) if head_v else np.zeros((0, 1, 1), np.uint8),
             np.asarray([t for t, _ in head_v], np.float64),
             onsets,
