@@ -121,7 +121,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.dataset is None and args.init is None:
         if args.config is None:
             raise ValueError("give --config (or --init MODEL to start from a bundled model)")
-        config = TrainConfig.from_yaml(args.config, mode=args.mode, max_steps=args.max_steps)
+        config = TrainConfig.from_yaml(args.config, mode=args.mode, max_steps=args.max_steps,
+                                       max_time_min=args.max_time_min)  # fmt: skip
     else:
         config = fine_tune_config(
             args.config, init=args.init, dataset=args.dataset, dataset_format=args.dataset_format,
@@ -329,6 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, help="run folder (default runs/NAME-MODE)")
     p.add_argument("--max-steps", type=int, help="override the config's max_steps")
+    p.add_argument(
+        "--max-time-min",
+        type=float,
+        help="override the config's max_time_min: stop after this many minutes of training, "
+        "counted over resumed runs (Lightning's Timer)",
+    )
     p.add_argument(
         "--dataset",
         type=Path,

@@ -368,11 +368,12 @@ class _Loaded:
     labels: dict[str, np.ndarray]
 
 
-def load_performance(perf: Performance, cfg: DataConfig) -> _Loaded:
+def load_performance(perf: Performance, cfg: DataConfig, *, video: bool = True) -> _Loaded:
     """Audio (clean reference; silence when the performance has none), cached rectified
-    frames (one blank frame when it has no video) and labels of a whole performance."""
+    frames (one blank frame when it has no video, or with ``video=False``, for audio-only
+    training) and labels of a whole performance."""
     audio = perf.load_audio(cfg.sample_rate_hz)
-    if perf.video_path is not None:
+    if perf.video_path is not None and video:
         frames, times = rectified_frames(perf, cfg.rect_width_px, cfg.rect_height_px)
     else:  # audio-only dataset (MAESTRO, MAPS): one blank frame, for the audio mode
         frames = np.zeros((1, cfg.rect_height_px, cfg.rect_width_px), np.uint8)
@@ -425,7 +426,8 @@ class WindowDataset(Dataset):
 
     With ``train=False`` windows are fixed (evenly spaced), clean and unaugmented: a
     reproducible validation set. ``performances`` (e.g. from :mod:`avfusion.datasets`)
-    replaces the corpus split ``root``/``split``.
+    replaces the corpus split ``root``/``split``. With ``video=False`` (audio-only
+    training) no frames are read or augmented and ``video`` is one blank frame.
     """
 
     def __init__(
@@ -439,6 +441,7 @@ class WindowDataset(Dataset):
         bank: object = None,
         max_performances: int | None = None,
         performances: Sequence[Performance] | None = None,
+        video: bool = True,
     ):
         from avfusion.noise import DegradationSampler, SamplerConfig
 
@@ -449,10 +452,12 @@ class WindowDataset(Dataset):
                      else list_performances(root, split))[:max_performances]  # fmt: skip
         if not perfs:
             raise ValueError(f"{root}: no performances in split {split!r}")
-        self.items = [load_performance(p, cfg) for p in perfs]
+        self.video = video
+        self.items = [load_performance(p, cfg, video=video) for p in perfs]
         self.n_samples = round(cfg.window_s * cfg.sample_rate_hz)
         self.n_frames = cfg.n_frames(self.n_samples)
-        self.n_video = int(np.ceil(cfg.window_s * max(max(p.fps for p in perfs), 1.0))) + 2
+        self.n_video = (int(np.ceil(cfg.window_s * max(max(p.fps for p in perfs), 1.0))) + 2
+                        if video else 1)  # fmt: skip
         self.sampler = (
             DegradationSampler(SamplerConfig.from_dict(cfg.degradation), bank=bank)
             if train
@@ -489,8 +494,8 @@ class WindowDataset(Dataset):
         idx = np.arange(lo, lo + self.n_video).clip(0, len(it.times_s) - 1)
         frames = np.asarray(it.frames[idx])
         times = (it.times_s[idx] - t0 + offset_s).astype(np.float32)
-        if self.train:
-            frames = augment_video(frames, self.cfg, rng)
+        if self.train and self.video:  # (drawn after the audio: audio-only windows are
+            frames = augment_video(frames, self.cfg, rng)  # the same with or without video)
         f0 = round(t0 * self.cfg.frame_rate_hz)
         out = {
             "audio": torch.from_numpy(audio),

@@ -305,7 +305,7 @@ class TranscriptionSystem(L.LightningModule):
         if self._val is None:
             dc = self.cfg.data_config()
             perfs = split_performances(self.cfg, "validation")[: self.cfg.val_performances]
-            self._val = [load_performance(p, dc) for p in perfs]
+            self._val = [load_performance(p, dc, video=self.cfg.mode != "audio") for p in perfs]
         return self._val
 
     def on_validation_epoch_start(self) -> None:
@@ -465,7 +465,8 @@ def train(
     dc = config.data_config()
     train_ds = WindowDataset(config.dataset or config.corpus, "train", dc, train=True, seed=config.seed,
                              bank=bank, max_performances=config.max_train_performances,
-                             performances=split_performances(config, "train"))  # fmt: skip
+                             performances=split_performances(config, "train"),
+                             video=config.mode != "audio")  # fmt: skip
     n_val = min(config.val_performances, len(split_performances(config, "validation")))
     loaders: dict[str, Any] = {
         "train_dataloaders": DataLoader(

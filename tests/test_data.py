@@ -170,6 +170,11 @@ def test_window_dataset_items(tiny_corpus):
     assert torch.all(item["video_times_s"][1:] >= item["video_times_s"][:-1])
     again = WindowDataset(tiny_corpus, split, cfg, train=True, seed=0)[0]
     assert torch.equal(item["audio"], again["audio"]) and torch.equal(item["video"], again["video"])
+    # audio-only training reads no frames, and draws the same degraded audio and labels
+    audio_only = WindowDataset(tiny_corpus, split, cfg, train=True, seed=0, video=False)[0]
+    assert audio_only["video"].shape == (1, 20, 208) and not audio_only["video"].any()
+    assert torch.equal(audio_only["audio"], item["audio"])
+    assert torch.equal(audio_only["onset"], item["onset"])
     val = WindowDataset(tiny_corpus, split, cfg, train=False)
     first = val[0]
     assert first["onset"].sum() > 0 and first["frame"].sum() >= first["onset"].sum()

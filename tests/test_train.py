@@ -107,3 +107,21 @@ def test_train_killed_and_resumed_then_exported(tmp_path, corpus):
     rows = list(csv.DictReader((out / "logs" / "metrics.csv").open()))
     assert any(r.get("val/note_f1") for r in rows)
     assert (out / "learning_curves.png").is_file()
+
+
+def test_train_stops_at_max_time_in_audio_mode(tmp_path, corpus):
+    """--max-time-min ends training by Lightning's timer long before max_steps, and the
+    audio-only run (which reads no video frames) still validates and exports."""
+    from avfusion.model.checkpoint import load_checkpoint
+
+    cfg = _config(tmp_path, corpus, max_steps=100_000)
+    out = tmp_path / "run"
+    args = ["train", "--config", str(cfg), "--mode", "audio", "--out", str(out),
+            "--max-time-min", "0.002", "--no-progress", "--accelerator", "cpu"]  # fmt: skip
+    proc = _run(args)
+    log, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, log[-3000:]
+    model, meta = load_checkpoint(out / "model")
+    assert model.config.mode == "audio"
+    assert 1 <= meta["global_step"] < 1000
+    assert "note_f1/clean" in meta["validation"]
