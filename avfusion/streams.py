@@ -189,7 +189,7 @@ def iter_audio(
             so far (a gap: lost packets, a cut) gets silence before it; one that starts before
             them (an overlap) loses its first samples. FFmpeg's ``aresample=async=1`` does the
             same; plain concatenation would let the audio drift from the video."""
-            nonlocal first_s, held, trim
+            nonlocal first_s, held, trim, resampler
             if frame.pts is None or frame.time_base is None:
                 return
             t = float(frame.pts * frame.time_base)
@@ -198,8 +198,14 @@ def iter_audio(
                 return
             gap = round((t - first_s) * sample_rate_hz) - (n_out + held)
             if gap > tolerance:
-                parts.append(np.zeros(gap, np.float32))
-                held += gap
+                # the resampler still holds the last samples before the hole: flush them
+                # first (a flushed resampler takes no more input, so start a new one)
+                take(resampler.resample(None))
+                resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate_hz)
+                gap = round((t - first_s) * sample_rate_hz) - (n_out + held)
+                if gap > 0:
+                    parts.append(np.zeros(gap, np.float32))
+                    held += gap
             elif gap < -tolerance:
                 trim = -gap
 

@@ -38,6 +38,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -148,17 +149,17 @@ def _estimator(model_name: str | None) -> Callable[..., OffsetEstimate]:
 
     model, extra = load_checkpoint(resolve_init(model_name))
     window_s = window_s_from_extra(extra, model_name)
-    cache: dict[int, np.ndarray] = {}
+    # the shifts reuse one audio's posteriors: keep the last audio array itself (held, so no
+    # other array can take its identity) with its onset posteriors
+    last: list[Any] = [None, None]
 
     def onsets(audio, frames, times, lead_s):  # type: ignore[no-untyped-def]
-        if id(audio) not in cache:  # the shifts reuse one audio's posteriors
-            cache.clear()
-            cache[id(audio)] = predict_posteriors(model, audio, None, None, window_s=window_s)[
-                "onset"
-            ]
+        if last[0] is not audio:
+            post = predict_posteriors(model, audio, None, None, window_s=window_s)
+            last[0], last[1] = audio, post["onset"]
         kw = {} if lead_s is None else {"video_lead_s": lead_s}
         return estimate_offset_from_onsets_s(
-            cache[id(audio)], model.config.frame_rate_hz, frames, times, **kw
+            last[1], model.config.frame_rate_hz, frames, times, **kw
         )
 
     return onsets

@@ -613,3 +613,28 @@ def test_audio_with_a_hole_in_its_timestamps_stays_on_its_clock(tmp_path):
     assert not audio[cut : cut + sr].any()  # the hole is silent
     # the sound after the hole is where its timestamps put it, to the sample
     np.testing.assert_allclose(audio[cut + sr : cut + sr + 4000], tone[cut : cut + 4000], atol=1e-6)
+
+
+def test_resampled_audio_with_a_hole_keeps_its_last_samples_before_the_hole(tmp_path):
+    """At a hole, what the resampler still holds of the sound before it comes before the
+    silence, not after it (48 kHz tone, then a 1 s hole, then digital silence; read at 16 kHz)."""
+    from avfusion.streams import iter_audio
+
+    path, sr, out_sr, n = tmp_path / "hole48.mka", 48_000, 16_000, 3072
+    x = np.zeros(3 * sr, np.float32)
+    x[: 16 * n] = 0.5 * np.sin(2 * np.pi * 440 * np.arange(16 * n) / sr)  # sound up to the hole
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("pcm_f32le", rate=sr, layout="mono")
+        for i in range(0, len(x), n):
+            pts = i if i < 16 * n else i + sr  # a 1 s hole after the 16th frame
+            frame = av.AudioFrame.from_ndarray(x[None, i : i + n], format="flt", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = sr, pts, Fraction(1, sr)
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    audio = np.concatenate(list(iter_audio(path, out_sr)))
+    cut = 16 * n * out_sr // sr  # where the hole starts at 16 kHz
+    assert abs(len(audio) - (len(x) + sr) * out_sr // sr) <= 2
+    assert np.abs(audio[cut - 32 : cut - 4]).max() > 0.1  # the tone runs up to the hole
+    assert np.abs(audio[cut + 8 :]).max() < 1e-3  # then nothing: the hole and the silence
