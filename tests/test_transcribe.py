@@ -591,22 +591,28 @@ def test_console_script_exit_code(tmp_path, media):
     assert _leftovers(tmp_path) == []
 
 
+def _write_pcm_with_a_hole(path, x, sr, n):
+    """``x`` as float PCM in frames of ``n`` samples, every frame from the 17th on stamped 1 s
+    later than its place in ``x`` (a 1 s hole in the stream's timestamps)."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("pcm_f32le", rate=sr, layout="mono")
+        for i in range(0, len(x), n):
+            pts = i if i < 16 * n else i + sr
+            frame = av.AudioFrame.from_ndarray(x[None, i : i + n], format="flt", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = sr, pts, Fraction(1, sr)
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+
+
 def test_audio_with_a_hole_in_its_timestamps_stays_on_its_clock(tmp_path):
     """Packets lost from the middle of a stream leave silence, not a shift of what follows."""
     from avfusion.streams import iter_audio
 
     path, sr, n = tmp_path / "hole.mka", 16_000, 1024
     tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(3 * sr) / sr)).astype(np.float32)
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("pcm_f32le", rate=sr, layout="mono")
-        for i in range(0, len(tone), n):
-            pts = i if i < sr else i + sr  # everything after 1 s is stamped 1 s later
-            frame = av.AudioFrame.from_ndarray(tone[None, i : i + n], format="flt", layout="mono")
-            frame.sample_rate, frame.pts, frame.time_base = sr, pts, Fraction(1, sr)
-            for p in s.encode(frame):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
+    _write_pcm_with_a_hole(path, tone, sr, n)
     audio = np.concatenate(list(iter_audio(path, sr)))
     assert len(audio) == len(tone) + sr  # 3 s of sound + 1 s of hole
     cut = 16 * n  # the first frame stamped late (1.024 s of sound before it)
@@ -623,16 +629,7 @@ def test_resampled_audio_with_a_hole_keeps_its_last_samples_before_the_hole(tmp_
     path, sr, out_sr, n = tmp_path / "hole48.mka", 48_000, 16_000, 3072
     x = np.zeros(3 * sr, np.float32)
     x[: 16 * n] = 0.5 * np.sin(2 * np.pi * 440 * np.arange(16 * n) / sr)  # sound up to the hole
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("pcm_f32le", rate=sr, layout="mono")
-        for i in range(0, len(x), n):
-            pts = i if i < 16 * n else i + sr  # a 1 s hole after the 16th frame
-            frame = av.AudioFrame.from_ndarray(x[None, i : i + n], format="flt", layout="mono")
-            frame.sample_rate, frame.pts, frame.time_base = sr, pts, Fraction(1, sr)
-            for p in s.encode(frame):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
+    _write_pcm_with_a_hole(path, x, sr, n)
     audio = np.concatenate(list(iter_audio(path, out_sr)))
     cut = 16 * n * out_sr // sr  # where the hole starts at 16 kHz
     assert abs(len(audio) - (len(x) + sr) * out_sr // sr) <= 2

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from avfusion.fileio import sha256_file
+
 RECT = "rect_416x40"
 OPUS_LEVEL = 0.8
 CRF = 10
@@ -131,12 +133,6 @@ def _decode_audio(args: tuple[str, str]) -> None:
     Path(dst + ".tmp.flac").rename(dst)
 
 
-def _sha(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def unpack(src: Path, dest: Path, part: int) -> None:
     corpus, noise = dest / "corpus", dest / "noise"
     if part == 1:
@@ -176,10 +172,10 @@ def unpack(src: Path, dest: Path, part: int) -> None:
         with ProcessPoolExecutor() as ex:
             list(ex.map(_decode_audio, jobs))
         for e in man["entries"]:
-            e["sha256"] = _sha(noise / e["path"])
+            e["sha256"] = sha256_file(noise / e["path"])
         (noise / "manifest.json").write_text(json.dumps(man, indent=1) + "\n")
         for r in recs:
-            r["sha256"]["audio"] = _sha(corpus / r["paths"]["audio"])
+            r["sha256"]["audio"] = sha256_file(corpus / r["paths"]["audio"])
         (corpus / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
         print(f"part 2: {len(recs)} audio files in {corpus}, {len(man['entries'])} in {noise}")
 
