@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 import zlib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from avfusion.config import check_known_keys
 from avfusion.data import DataConfig, WindowDataset, list_performances, load_performance
-from avfusion.decoding import DecodeConfig, decode_notes
+from avfusion.decoding import DecodeConfig, decode_notes, fit_onset_calibration
 from avfusion.inference import predict_posteriors
 from avfusion.metrics import transcription_metrics
 
@@ -159,7 +159,6 @@ def fine_tune_config(
         raise ValueError("give --config or --init MODEL")
     if dataset is not None and not dataset_format:
         raise ValueError("--dataset needs --format NAME")
-    from dataclasses import replace
 
     name = cfg.name if dataset_format is None else f"{cfg.name}-{dataset_format}"
     return replace(
@@ -531,20 +530,41 @@ def train(
 
 
 def tune_thresholds(system: TranscriptionSystem) -> tuple[DecodeConfig, dict[str, float]]:
-    """Grid-search the onset and frame thresholds for mean note F1 over the validation
-    performances and conditions (never the test split). Returns the best and its scores."""
+    """Choose the decoder's thresholds on the validation split (never the test split).
+
+    Grid-search the fixed onset and frame thresholds for mean note F1 over the validation
+    performances and conditions; then fit an onset calibration on the same posteriors
+    (`avfusion.decoding.fit_onset_calibration`) and keep the adaptive onset threshold
+    (one per block, `avfusion.decoding.onset_thresholds`) if its mean note F1 is higher.
+    Returns the chosen config and its validation note F1 per condition.
+    """
     system.eval()
     cached = [(c, post, it) for it in system._val_items() for c, post in system._posteriors(it)]
     fr = system.model.config.frame_rate_hz
+    refs = [_clip_notes(it.perf.notes(), system.cfg.val_seconds) for _, _, it in cached]
+
+    def mean_f1(dec: DecodeConfig) -> float:
+        return float(np.mean([
+            transcription_metrics(ref, decode_notes(p["onset"], p["frame"], p["velocity"], fr, dec))["note/f1"]
+            for (_, p, _), ref in zip(cached, refs, strict=True)
+        ]))  # fmt: skip
+
     best: tuple[float, DecodeConfig] = (-1.0, DecodeConfig())
     for on in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
         for fr_t in (0.1, 0.3, 0.5):
             dec = DecodeConfig(onset_threshold=on, frame_threshold=fr_t)
-            f1 = [transcription_metrics(_clip_notes(it.perf.notes(), system.cfg.val_seconds),
-                                        decode_notes(p["onset"], p["frame"], p["velocity"], fr, dec))["note/f1"]
-                  for _, p, it in cached]  # fmt: skip
-            if np.mean(f1) > best[0]:
-                best = (float(np.mean(f1)), dec)
+            f1 = mean_f1(dec)
+            if f1 > best[0]:
+                best = (f1, dec)
+    try:
+        x, y = fit_onset_calibration([(p["onset"], ref) for (_, p, _), ref in zip(cached, refs, strict=True)], fr)  # fmt: skip
+    except ValueError:  # no onset peaks at all (an untrained model): keep the fixed one
+        pass
+    else:
+        adaptive = replace(best[1], onset_calibration_x=x, onset_calibration_y=y)
+        f1 = mean_f1(adaptive)
+        if f1 > best[0]:
+            best = (f1, adaptive)
     per_cond: dict[str, list[float]] = {}
     for c, p, it in cached:
         ref = _clip_notes(it.perf.notes(), system.cfg.val_seconds)

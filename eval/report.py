@@ -442,9 +442,13 @@ def write_report(
         (name, rec) for name, rec in (run.get("systems") or {}).items() if rec.get("sha256")
     ]
     if checkpoints:
-        lines += ["", "Model checkpoints (sha256 of `model.safetensors`):", ""]
-        lines += ["| system | checkpoint | sha256 |", "|---|---|---|"]
-        lines += [f"| {n} | `{r['checkpoint']}` | `{r['sha256']}` |" for n, r in checkpoints]
+        lines += ["", "Model checkpoints (sha256 of `model.safetensors` and `config.json`):", ""]
+        lines += [
+            "| system | checkpoint | sha256 (weights) | sha256 (config) |",
+            "|---|---|---|---|",
+        ]
+        lines += [f"| {n} | `{r['checkpoint']}` | `{r['sha256']}` | `{r.get('config_sha256', '–')}` |"
+                  for n, r in checkpoints]  # fmt: skip
     lines += [
         "",
         "## Note F1 (onset within 50 ms)",

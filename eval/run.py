@@ -237,15 +237,17 @@ def _reads_video_file(system: System) -> bool:
 
 
 def checkpoint_sha256(system: System) -> dict[str, str] | None:
-    """``{"checkpoint": DIR, "sha256": <hex of model.safetensors>}`` for an avfusion system
-    (also behind a denoiser), else None."""
-    from avfusion.model.checkpoint import WEIGHTS_FILE
+    """``{"checkpoint": DIR, "sha256": <hex of model.safetensors>, "config_sha256": <hex of
+    config.json>}`` for an avfusion system (also behind a denoiser), else None. The config
+    counts too: it holds the decoder's thresholds, which change the notes."""
+    from avfusion.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 
     while isinstance(system, DenoiseThen):
         system = system.system
     if isinstance(system, AvfusionSystem):
-        weights = system.checkpoint_dir / WEIGHTS_FILE
-        return {"checkpoint": str(system.checkpoint_dir), "sha256": sha256_file(weights)}
+        folder = system.checkpoint_dir
+        return {"checkpoint": str(folder), "sha256": sha256_file(folder / WEIGHTS_FILE),
+                "config_sha256": sha256_file(folder / CONFIG_FILE)}  # fmt: skip
     return None
 
 
@@ -740,7 +742,8 @@ def _check_system_record(out: Path, name: str, record: dict[str, Any]) -> None:
     if path.is_file():
         old = json.loads(path.read_text())
         same = (
-            old.get("sha256") == record.get("sha256")
+            (old.get("sha256"), old.get("config_sha256"))
+            == (record.get("sha256"), record.get("config_sha256"))
             if record.get("sha256")
             else old.get("spec") == record.get("spec")
         )

@@ -277,6 +277,27 @@ def test_a_resumed_run_with_other_settings_is_refused(tmp_path, corpus, refs):
         run_suite(suite, tmp_path / "out", progress=False, report=False)
 
 
+def test_a_checkpoint_with_other_thresholds_is_refused_by_the_cache(tmp_path, corpus, checkpoints):
+    import json
+    import shutil
+
+    ck = tmp_path / "audio"
+    shutil.copytree(checkpoints / "audio", ck)
+    body = f"""
+        test_set: {{corpus: {corpus}, seconds: 1}}
+        conditions: [clean]
+        systems: [{{name: tiny-audio, checkpoint: {ck}}}]
+    """
+    run_suite(_suite(tmp_path, body), tmp_path / "out", device="cpu", progress=False, report=False)
+    # the same weights with other decoder thresholds give other notes: not the cached ones
+    doc = json.loads((ck / "config.json").read_text())
+    doc.setdefault("extra", {})["decode"] = {"onset_threshold": 0.9}
+    (ck / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(SuiteError, match="cached outputs of 'tiny-audio'"):
+        run_suite(_suite(tmp_path, body), tmp_path / "out", device="cpu", progress=False,
+                  report=False)  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------ suites
 
 

@@ -71,6 +71,74 @@ def test_decoding_thresholds_and_velocity():
     assert len(decode_notes(onset, frame, vel, FR, DecodeConfig(onset_threshold=0.3))) == 2
 
 
+def _two_blocks(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[Note]]:
+    """Onset and frame posteriors of a 'clean' block (frames 0..249: true onsets at 0.95, an
+    octave ghost of each at 0.6) then a 'noisy' one (250..499: true onsets at 0.35, stray peaks
+    at 0.1), and the true notes."""
+    onset, frame = np.zeros((500, 88)), np.zeros((500, 88))
+    truth = []
+    for i, t in enumerate(range(10, 490, 12)):
+        k = 20 + (i * 5) % 40
+        clean = t < 250
+        onset[t, k] = 0.95 if clean else 0.35
+        frame[t : t + 6, k] = 0.9
+        truth.append(Note(t / FR, (t + 6) / FR, k + 21, 64))
+        if clean:
+            onset[t, k + 12] = 0.6  # a ghost on the octave above
+            frame[t : t + 6, k + 12] = 0.9
+        else:
+            onset[t + 5, (k + 30) % 88] = 0.1
+    return onset, frame, truth
+
+
+def test_adaptive_onset_threshold_per_block():
+    from avfusion.decoding import onset_thresholds
+
+    onset, frame, truth = _two_blocks(np.random.default_rng(0))
+    # a calibration as if fitted on validation: 0.95 peaks are true, 0.6 rarely, 0.35 often
+    # enough, 0.1 seldom (monotone, as isotonic regression gives)
+    cal = {"onset_calibration_x": (0.0, 0.1, 0.35, 0.6, 0.95, 1.0),
+           "onset_calibration_y": (0.0, 0.05, 0.3, 0.32, 0.97, 1.0)}  # fmt: skip
+    adaptive = DecodeConfig(onset_threshold=0.5, frame_threshold=0.5, adaptive_block_s=8.0, **cal)
+    thr = onset_thresholds(onset, adaptive, FR)
+    assert thr[0] > 0.6 and thr[249] == thr[0]  # the clean block drops its ghosts
+    assert 0.1 < thr[250] <= 0.35 and thr[499] == thr[250]  # the noisy block keeps 0.35
+    f1 = {
+        name: transcription_metrics(Notes.from_iterables(truth), decode_notes(onset, frame, None, FR, dec))["note/f1"]
+        for name, dec in [("adaptive", adaptive), ("fixed 0.5", DecodeConfig(0.5, 0.5)),
+                          ("fixed 0.3", DecodeConfig(0.3, 0.5))]
+    }  # fmt: skip
+    assert f1["adaptive"] == 1.0
+    assert f1["fixed 0.5"] < 0.8 and f1["fixed 0.3"] < 0.9  # each fixed one fails a block
+    # a block with too little expected music keeps the fixed threshold
+    assert np.all(onset_thresholds(np.full((300, 88), 0.01), adaptive, FR) == 0.5)
+    # a short last block (< half a block) takes the threshold of the block before it
+    assert onset_thresholds(onset[:300], adaptive, FR)[299] == thr[0]
+
+
+def test_onset_calibration_fit_and_config_round_trip():
+    import json
+
+    from avfusion.decoding import fit_onset_calibration
+
+    onset, _, truth = _two_blocks(np.random.default_rng(0))
+    x, y = fit_onset_calibration([(onset, Notes.from_iterables(truth))], FR)
+    q = np.interp([0.1, 0.35, 0.6, 0.95], x, y)
+    assert q[0] == 0.0 and q[3] == 1.0  # stray peaks are never true, 0.95 peaks always
+    # 0.35 peaks are true, 0.6 ghosts are not: a monotone map pools them (20 and 20)
+    assert q[1] == pytest.approx(0.5) and q[2] == pytest.approx(0.5)
+    assert np.all(np.diff(x) > 0) and np.all(np.diff(y) >= 0)
+    dec = DecodeConfig(onset_threshold=0.4, onset_calibration_x=x, onset_calibration_y=y)
+    back = DecodeConfig.from_extra(json.loads(json.dumps({"decode": dec.to_dict()})), "m.json")
+    assert back == dec and back.adaptive and not DecodeConfig().adaptive
+    with pytest.raises(ValueError, match="as many x as y"):
+        DecodeConfig(onset_calibration_x=(0.0, 1.0), onset_calibration_y=(0.0,))
+    with pytest.raises(ValueError, match="increasing"):
+        DecodeConfig(onset_calibration_x=(0.5, 0.2), onset_calibration_y=(0.0, 1.0))
+    with pytest.raises(ValueError, match=r"bad extra\.decode"):
+        DecodeConfig.from_extra({"decode": {"onset_calibration_x": [0.1, "a"]}}, "m.json")
+
+
 def test_metrics_hand_computed():
     ref = Notes.from_iterables([Note(1.0, 1.5, 60, 80), Note(2.0, 2.5, 64, 80)])
     est = Notes.from_iterables(

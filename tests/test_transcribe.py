@@ -186,7 +186,23 @@ def _posteriors_like(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize(
     "config",
-    [DecodeConfig(), DecodeConfig(0.3, 0.6, 0.5, 200.0), DecodeConfig(0.8, 0.2, 0.1, 0.0)],
+    [
+        DecodeConfig(),
+        DecodeConfig(0.3, 0.6, 0.5, 200.0),
+        DecodeConfig(0.8, 0.2, 0.1, 0.0),
+        # adaptive onset threshold: 700 frames in blocks of 94 (last one short: 42 frames),
+        # then in blocks of 250 (the last one, 200 frames, gets its own threshold)
+        *(
+            DecodeConfig(
+                0.5,
+                0.5,
+                onset_calibration_x=(0.0, knee, 1.0),
+                onset_calibration_y=(0.0, q, 1.0),
+                adaptive_block_s=block_s,
+            )
+            for knee, q, block_s in ((0.5, 0.2, 3.0), (0.9, 0.05, 8.0))
+        ),
+    ],
 )
 def test_streaming_decoder_equals_decode_notes(config):
     rng = np.random.default_rng(3)
