@@ -478,3 +478,37 @@ def test_a_command_reading_the_video_file_gets_the_degraded_audio(tmp_path, corp
     """)  # fmt: skip
     with pytest.raises(SuiteError, match="reads the video file"):
         run_suite(suite, tmp_path / "out", progress=False, report=False)
+
+
+def test_error_breakdown_classes_each_false_positive(tmp_path, corpus, capsys):
+    import json
+
+    from avfusion.data import list_performances
+    from avfusion.notes import Note
+    from eval import errors
+
+    perf = next(p for p in list_performances(corpus, "test") if p.id == "piece-a")
+    ref = sorted(perf.notes(), key=lambda n: (n.onset_s, n.pitch))
+    low = min(ref, key=lambda n: n.pitch)  # the bass note, 1.2 s to 2.3 s
+    high = max(ref, key=lambda n: n.pitch)  # the last melody note, alone at its onset
+    extra = [
+        Note(low.onset_s + 0.01, low.onset_s + 0.3, low.pitch + 19, 64),  # its third partial
+        Note(high.onset_s + 0.02, high.onset_s + 0.3, high.pitch - 12, 64),  # an octave below
+        Note(low.onset_s + 0.7, low.onset_s + 0.9, low.pitch, 64),  # again, while it sounds
+        Note(0.9, 1.0, 105, 64),  # nowhere near anything
+    ]
+    missing = ref[1]
+    est = Notes.from_iterables([n for n in ref if n is not missing] + extra)
+    run = tmp_path / "run"
+    (run / "cache" / "sys" / "clean").mkdir(parents=True)
+    write_midi(est, run / "cache" / "sys" / "clean" / "piece-a.mid")
+    (run / "run.json").write_text(json.dumps({"test_set": {"corpus": str(corpus), "split": "test", "seconds": None}}))  # fmt: skip
+
+    errors.main([str(run)])
+    got = {r["class"]: r["count"] for r in csv.DictReader(open(run / "errors.csv"))}
+    assert got == {"harmonic": "1", "subharmonic": "1", "neighbour": "0", "repeat": "1",
+                   "timing": "0", "other": "1", "matched": str(len(ref) - 1), "missed": "1"}  # fmt: skip
+    assert "harmonic" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:
+        errors.main([str(tmp_path)])  # not a run folder
+    assert info.value.code == 2 and "run.json" in capsys.readouterr().err

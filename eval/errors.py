@@ -1,0 +1,197 @@
+"""Where the notes go wrong: an error breakdown of a benchmark run's cached outputs.
+
+    python -m eval.errors experiments/results/snr-sweep --conditions clean pink@-10db
+
+For every (system, condition) of a finished `eval.run` folder, the cached MIDI of each piece is
+matched to the reference as the benchmark scores it (mir_eval note matching: onset within
+50 ms, same pitch, offsets ignored; only notes starting in the scored seconds), and every
+estimated note left unmatched (a false positive) is put in the first class that fits it:
+
+- ``harmonic``: a reference note starts within 50 ms at a pitch below it by an interval of the
+  harmonic series (12, 19, 24, 28, 31, 34 or 36 semitones: partials 2–8): the system heard an
+  overtone as a note.
+- ``subharmonic``: ... or at a pitch above it by such an interval.
+- ``neighbour``: ... or one or two semitones away.
+- ``repeat``: a reference note of the same pitch is sounding (between its onset and offset):
+  a second onset inside one note.
+- ``timing``: a reference note of the same pitch starts within 200 ms (too early or late).
+- ``other``.
+
+Writes ``errors.csv`` (tidy: system, condition, class, count, share of the false positives)
+under ``--out`` (default: the run folder) and prints one table per condition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from avfusion.fileio import atomic_path
+from avfusion.notes import Notes
+
+HARMONIC_INTERVALS = (12, 19, 24, 28, 31, 34, 36)
+"""Semitones from a fundamental to its partials 2..8 (rounded: 12·log2(k))."""
+
+CLASSES = ("harmonic", "subharmonic", "neighbour", "repeat", "timing", "other")
+ONSET_TOLERANCE_S = 0.05
+TIMING_WINDOW_S = 0.2
+END_MARGIN_S = 0.05  # as eval.run: reference notes must start this long before the end
+
+
+def classify_false_positives(reference: Notes, estimate: Notes) -> tuple[Counter[str], int, int]:
+    """Match ``estimate`` to ``reference`` (onsets only) and class each unmatched estimate.
+
+    Args:
+        reference, estimate: notes with times in seconds.
+    Returns:
+        (count per class of `CLASSES`, number of matched notes, number of reference notes).
+    """
+    import mir_eval
+
+    ref, est = list(reference), list(estimate)
+    counts: Counter[str] = Counter({c: 0 for c in CLASSES})
+    if not est:
+        return counts, 0, len(ref)
+    e_on = np.array([n.onset_s for n in est])
+    e_pitch = np.array([n.pitch for n in est])
+    matched: set[int] = set()
+    if ref:
+        r_on = np.array([n.onset_s for n in ref])
+        r_pitch = np.array([n.pitch for n in ref])
+        pairs = mir_eval.transcription.match_notes(
+            np.stack([r_on, r_on + 1.0], axis=1), mir_eval.util.midi_to_hz(r_pitch.astype(float)),
+            np.stack([e_on, e_on + 1.0], axis=1), mir_eval.util.midi_to_hz(e_pitch.astype(float)),
+            onset_tolerance=ONSET_TOLERANCE_S, offset_ratio=None,
+        )  # fmt: skip
+        matched = {j for _, j in pairs}
+    for j in range(len(est)):
+        if j in matched:
+            continue
+        counts[_class_of(est[j].onset_s, int(e_pitch[j]), ref)] += 1
+    return counts, len(matched), len(ref)
+
+
+def _class_of(onset_s: float, pitch: int, ref: list) -> str:
+    """The class of a false positive at ``onset_s`` (s), ``pitch`` (MIDI) among ``ref``."""
+    near = [n.pitch - pitch for n in ref if abs(n.onset_s - onset_s) <= ONSET_TOLERANCE_S]
+    if any(-d in HARMONIC_INTERVALS for d in near):
+        return "harmonic"
+    if any(d in HARMONIC_INTERVALS for d in near):
+        return "subharmonic"
+    if any(abs(d) in (1, 2) for d in near):
+        return "neighbour"
+    same = [n for n in ref if n.pitch == pitch]
+    if any(n.onset_s < onset_s < n.offset_s for n in same):
+        return "repeat"
+    if any(abs(n.onset_s - onset_s) <= TIMING_WINDOW_S for n in same):
+        return "timing"
+    return "other"
+
+
+def _first(notes: Notes, end_s: float) -> Notes:
+    """The notes starting before ``end_s - END_MARGIN_S`` (as `eval.run` scores them)."""
+    return Notes.from_iterables(n for n in notes if n.onset_s < end_s - END_MARGIN_S)
+
+
+def breakdown(
+    run_dir: Path, conditions: list[str] | None = None, systems: list[str] | None = None
+) -> list[dict[str, object]]:
+    """The error breakdown of a benchmark run folder (see the module docstring).
+
+    Returns:
+        rows ``{system, condition, class, count, share}``, plus per (system, condition) the
+        rows of class ``matched`` and ``missed`` (false negatives), share = their share of the
+        reference notes.
+    Raises:
+        FileNotFoundError: no ``run.json`` or no cache under ``run_dir``.
+        ValueError: the run is on a dataset adapter (only corpus runs are read), or a named
+            condition or system has no cached outputs.
+    """
+    from avfusion.data import list_performances
+    from avfusion.midi import read_midi
+
+    run_json = run_dir / "run.json"
+    if not run_json.is_file():
+        raise FileNotFoundError(f"{run_json}: not found (is {run_dir} an eval.run folder?)")
+    run = json.loads(run_json.read_text())
+    test_set = run["test_set"]
+    if test_set.get("dataset_format"):
+        raise ValueError(f"{run_json}: a dataset-adapter run; only corpus runs are read")
+    perfs = {p.id: p for p in list_performances(Path(test_set["corpus"]), test_set["split"])}
+    cache = run_dir / "cache"
+    names = systems or sorted(
+        p.name for p in cache.iterdir() if p.is_dir() and not p.name.startswith("_")
+    )
+    rows: list[dict[str, object]] = []
+    for system in names:
+        conds = conditions or sorted(p.name for p in (cache / system).iterdir() if p.is_dir())
+        for cond in conds:
+            folder = cache / system / cond
+            files = sorted(folder.glob("*.mid")) if folder.is_dir() else []
+            if not files:
+                raise ValueError(f"{folder}: no cached outputs of {system!r} under {cond!r}")
+            total: Counter[str] = Counter({c: 0 for c in CLASSES})
+            n_matched = n_ref = 0
+            for path in files:
+                piece = path.name.split(".")[0]
+                end_s = min(perfs[piece].duration_s, float(test_set.get("seconds") or np.inf))
+                counts, m, r = classify_false_positives(
+                    _first(perfs[piece].notes(), end_s), _first(read_midi(path), end_s)
+                )
+                total.update(counts)
+                n_matched, n_ref = n_matched + m, n_ref + r
+            n_fp = sum(total.values())
+            for c in CLASSES:
+                rows.append(
+                    {
+                        "system": system,
+                        "condition": cond,
+                        "class": c,
+                        "count": total[c],
+                        "share": total[c] / n_fp if n_fp else 0.0,
+                    }
+                )
+            for c, k in (("matched", n_matched), ("missed", n_ref - n_matched)):
+                rows.append({"system": system, "condition": cond, "class": c, "count": k,
+                             "share": k / n_ref if n_ref else 0.0})  # fmt: skip
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("run", type=Path, help="an eval.run output folder (run.json, cache/)")
+    ap.add_argument("--conditions", nargs="+", help="condition folders (default: all cached)")
+    ap.add_argument("--systems", nargs="+", help="system names (default: all cached)")
+    ap.add_argument("--out", type=Path, help="folder for errors.csv (default: the run folder)")
+    args = ap.parse_args(argv)
+    try:
+        rows = breakdown(args.run, args.conditions, args.systems)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    out = args.out or args.run
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "errors.csv") as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["system", "condition", "class", "count", "share"])
+        w.writeheader()
+        w.writerows(rows)
+    for cond in dict.fromkeys(str(r["condition"]) for r in rows):
+        print(f"\n{cond}: false positives by class (share), matched and missed notes")
+        print(f"{'system':<26}" + "".join(f"{c:>13}" for c in (*CLASSES, "matched", "missed")))
+        for system in dict.fromkeys(str(r["system"]) for r in rows if r["condition"] == cond):
+            sel = {r["class"]: r for r in rows if r["condition"] == cond and r["system"] == system}
+            print(f"{system:<26}" + "".join(
+                f"{sel[c]['count']:>6} ({sel[c]['share']:.2f})" for c in (*CLASSES, "matched", "missed")))  # fmt: skip
+    print(f"\nwrote {out / 'errors.csv'}")
+
+
+if __name__ == "__main__":
+    main()
