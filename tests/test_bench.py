@@ -512,3 +512,6 @@ def test_error_breakdown_classes_each_false_positive(tmp_path, corpus, capsys):
     with pytest.raises(SystemExit) as info:
         errors.main([str(tmp_path)])  # not a run folder
     assert info.value.code == 2 and "run.json" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        errors.main([str(run), "--conditions", "clean", "pink@0db"])  # nothing under pink@0db
+    assert info.value.code == 2 and "pink@0db" in capsys.readouterr().err
