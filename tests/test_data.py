@@ -135,6 +135,8 @@ def test_onset_calibration_fit_and_config_round_trip():
         DecodeConfig(onset_calibration_x=(0.0, 1.0), onset_calibration_y=(0.0,))
     with pytest.raises(ValueError, match="increasing"):
         DecodeConfig(onset_calibration_x=(0.5, 0.2), onset_calibration_y=(0.0, 1.0))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        DecodeConfig(onset_calibration_x=(0.2, 0.5), onset_calibration_y=(0.0, 1.5))
     with pytest.raises(ValueError, match=r"bad extra\.decode"):
         DecodeConfig.from_extra({"decode": {"onset_calibration_x": [0.1, "a"]}}, "m.json")
 
