@@ -164,6 +164,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
                 checkpoint=args.checkpoint,
                 device=args.device,
                 batch_size=args.batch_size,
+                onset_threshold=args.onset_threshold,
             )
     finally:
         logger.removeHandler(handler)
@@ -420,6 +421,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="X1,Y1,X2,Y2,X3,Y3,X4,Y4",
         help="the keyboard's corners in pixels, clockwise from the back-left (top-left in a "
         "top-down view): back-left, back-right, front-right, front-left (default: detected)",
+    )
+    p.add_argument(
+        "--onset-threshold",
+        type=float,
+        metavar="P",
+        help="a fixed onset threshold (probability 0..1) instead of the model's own decoder "
+        "(tuned on validation: fixed, or adaptive per 30 s block)",
     )
     p.add_argument(
         "--offset-s",

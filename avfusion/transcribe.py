@@ -377,6 +377,7 @@ def transcribe(
     batch_size: int | None = None,
     window_s: float | None = None,
     decode: DecodeConfig | None = None,
+    onset_threshold: float | None = None,
     detect_s: float = 5.0,
     sync_s: float = 45.0,
     track_keyboard: bool = True,
@@ -404,6 +405,9 @@ def transcribe(
             there and each 5 s fusion window holds about 100 MB of activations; 32 on CUDA).
         window_s: window length in seconds (default: the checkpoint's training window, else 5).
         decode: decoding thresholds (default: those stored with the checkpoint).
+        onset_threshold: a fixed onset threshold (probability in [0, 1]) instead of the
+            decoder's own, fixed or adaptive per block (`avfusion.decoding`); the other
+            thresholds stay.
         detect_s: seconds at the start of the video searched for the keyboard.
         sync_s: seconds at the start used to estimate the offset.
         track_keyboard: follow a detected keyboard through the video (camera motion).
@@ -485,6 +489,11 @@ def transcribe(
     where = str(folder / "config.json" if folder.is_dir() else folder)
     try:
         decode = decode or DecodeConfig.from_extra(extra, where)
+        if onset_threshold is not None:
+            if not 0.0 <= onset_threshold <= 1.0:
+                raise ValueError(f"onset_threshold={onset_threshold}: must lie in [0, 1]")
+            decode = dataclasses.replace(decode, onset_threshold=float(onset_threshold),
+                             onset_calibration_x=(), onset_calibration_y=())  # fmt: skip
         window_s = float(window_s or window_s_from_extra(extra, where))
     except ValueError as exc:
         raise TranscriptionError(str(exc)) from exc

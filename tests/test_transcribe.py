@@ -430,6 +430,21 @@ def test_transcribe_api_reports_keyboard_offset_and_mode(media, ckpts):
     assert auto.info.offset_source in ("estimated", "none") and abs(auto.info.offset_s) <= 1.0
 
 
+def test_a_fixed_onset_threshold_overrides_the_checkpoints(tmp_path, capsys, media, ckpts):
+    out = tmp_path / "out.mid"
+    args = [str(media["clip"]), "-o", str(out), "--checkpoint", str(ckpts["audio"]), "--mode", "audio"]  # fmt: skip
+    code, err = _run(args, capsys)  # the checkpoint's threshold is 0: a note at every peak
+    assert code == 0, err
+    n_default = len(read_midi(out))
+    code, err = _run([*args, "--onset-threshold", "0.999"], capsys)
+    assert code == 0, err
+    assert len(read_midi(out)) < n_default
+    r = transcribe(media["clip"], checkpoint=ckpts["audio"], mode="audio", onset_threshold=0.7)
+    assert r.info.decode["onset_threshold"] == 0.7 and r.info.decode["onset_calibration_x"] == []
+    code, err = _run([*args, "--onset-threshold", "1.5"], capsys)
+    assert code != 0 and "onset_threshold=1.5" in err
+
+
 def test_estimated_offset_is_applied_to_the_video_times(monkeypatch, media, ckpts):
     """The offset from avfusion.sync (here a stand-in) shifts the frames onto the audio clock."""
     import avfusion.inference
