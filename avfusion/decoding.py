@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from avfusion.config import MIDI_MIN, N_KEYS, check_known_keys
-from avfusion.notes import Note, Notes, PedalEvent
+from avfusion.notes import Note, Notes, PedalEvent, matched_onsets
 
 
 @dataclass(frozen=True)
@@ -185,8 +185,9 @@ def fit_onset_calibration(
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Fit the map from an onset peak's posterior to P(true onset) on validation posteriors.
 
-    Every onset peak ≥ `PEAK_FLOOR` is a candidate note at its frame's time; mir_eval's note
-    matching (50 ms onset tolerance, same pitch, one-to-one) labels it true or false; an
+    Every onset peak ≥ `PEAK_FLOOR` is a candidate note at its frame's time; the matching of
+    the note metrics (`avfusion.notes.matched_onsets`: mir_eval, onset within 50 ms, same
+    pitch, one-to-one) labels it true or false; an
     isotonic regression (scikit-learn) of the labels on the posteriors gives a non-decreasing
     map, thinned to at most ``max_knots`` knots.
 
@@ -198,27 +199,18 @@ def fit_onset_calibration(
     Raises:
         ValueError: fewer than 2 distinct peak posteriors (nothing to fit).
     """
-    import mir_eval
     from sklearn.isotonic import IsotonicRegression
 
     values, labels = [], []
     for onset, ref in items:
-        t, k = np.nonzero(onset_peaks(onset) & (onset >= PEAK_FLOOR))
-        v = onset[t, k]
-        y = np.zeros(len(v))
-        ref_notes = list(ref)
-        if len(v) and ref_notes:
-            r_on = np.array([x.onset_s for x in ref_notes])
-            r_iv = np.stack([r_on, r_on + 1.0], axis=1)
-            r_hz = mir_eval.util.midi_to_hz(np.array([x.pitch for x in ref_notes], float))
-            e_on = t / frame_rate_hz
-            e_iv = np.stack([e_on, e_on + 1.0], axis=1)
-            e_hz = mir_eval.util.midi_to_hz(k + float(MIDI_MIN))
-            pairs = mir_eval.transcription.match_notes(
-                r_iv, r_hz, e_iv, e_hz, onset_tolerance=0.05, offset_ratio=None
-            )
-            y[[j for _, j in pairs]] = 1.0
-        values.append(v)
+        t, k = np.nonzero(onset_peaks(onset) & (onset >= PEAK_FLOOR))  # (frame, key) order:
+        candidates = Notes.from_iterables(  # the sorted notes keep it
+            Note(i / frame_rate_hz, (i + 1) / frame_rate_hz, key + MIDI_MIN)
+            for i, key in zip(t.tolist(), k.tolist(), strict=True)
+        )
+        y = np.zeros(len(t))
+        y[sorted(matched_onsets(ref, candidates))] = 1.0
+        values.append(onset[t, k])
         labels.append(y)
     x_all, y_all = np.concatenate(values), np.concatenate(labels)
     if len(np.unique(x_all)) < 2:

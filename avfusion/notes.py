@@ -125,3 +125,18 @@ class Notes:
         from avfusion.midi import write_midi  # notes sits below midi in the import order
 
         return write_midi(self, path)
+
+
+def matched_onsets(reference: Notes, estimate: Notes) -> set[int]:
+    """Indices (into ``estimate.notes``) of the estimated notes that the ``note/…`` metrics of
+    `avfusion.metrics` count as correct: mir_eval's one-to-one matching of onsets (within
+    50 ms) and pitches (within 50 cents), offsets ignored
+    (``mir_eval.transcription.match_notes``)."""
+    import mir_eval
+
+    if not len(reference) or not len(estimate):
+        return set()
+    ref_i, ref_p, _ = reference.to_mir_eval()
+    est_i, est_p, _ = estimate.to_mir_eval()
+    pairs = mir_eval.transcription.match_notes(ref_i, ref_p, est_i, est_p, offset_ratio=None)
+    return {j for _, j in pairs}

@@ -539,40 +539,37 @@ def tune_thresholds(system: TranscriptionSystem) -> tuple[DecodeConfig, dict[str
     Returns the chosen config and its validation note F1 per condition.
     """
     system.eval()
-    cached = [(c, post, it) for it in system._val_items() for c, post in system._posteriors(it)]
+    cached = []  # (condition, posteriors, reference notes) per validation clip
+    for it in system._val_items():
+        ref = _clip_notes(it.perf.notes(), system.cfg.val_seconds)
+        cached += [(c, post, ref) for c, post in system._posteriors(it)]
     fr = system.model.config.frame_rate_hz
-    refs = [_clip_notes(it.perf.notes(), system.cfg.val_seconds) for _, _, it in cached]
 
-    def mean_f1(dec: DecodeConfig) -> float:
-        return float(np.mean([
+    def f1s(dec: DecodeConfig) -> list[float]:  # note F1 of each cached clip
+        return [
             transcription_metrics(ref, decode_notes(p["onset"], p["frame"], p["velocity"], fr, dec))["note/f1"]
-            for (_, p, _), ref in zip(cached, refs, strict=True)
-        ]))  # fmt: skip
+            for _, p, ref in cached
+        ]  # fmt: skip
 
-    best: tuple[float, DecodeConfig] = (-1.0, DecodeConfig())
+    best: tuple[float, DecodeConfig, list[float]] = (-1.0, DecodeConfig(), [])
     for on in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
         for fr_t in (0.1, 0.3, 0.5):
             dec = DecodeConfig(onset_threshold=on, frame_threshold=fr_t)
-            f1 = mean_f1(dec)
-            if f1 > best[0]:
-                best = (f1, dec)
+            scores = f1s(dec)
+            if np.mean(scores) > best[0]:
+                best = (float(np.mean(scores)), dec, scores)
     try:
-        x, y = fit_onset_calibration([(p["onset"], ref) for (_, p, _), ref in zip(cached, refs, strict=True)], fr)  # fmt: skip
+        x, y = fit_onset_calibration([(p["onset"], ref) for _, p, ref in cached], fr)
     except ValueError:  # no onset peaks at all (an untrained model): keep the fixed one
         pass
     else:
         adaptive = replace(best[1], onset_calibration_x=x, onset_calibration_y=y)
-        f1 = mean_f1(adaptive)
-        if f1 > best[0]:
-            best = (f1, adaptive)
+        scores = f1s(adaptive)
+        if np.mean(scores) > best[0]:
+            best = (float(np.mean(scores)), adaptive, scores)
     per_cond: dict[str, list[float]] = {}
-    for c, p, it in cached:
-        ref = _clip_notes(it.perf.notes(), system.cfg.val_seconds)
-        per_cond.setdefault(c, []).append(
-            transcription_metrics(
-                ref, decode_notes(p["onset"], p["frame"], p["velocity"], fr, best[1])
-            )["note/f1"]
-        )
+    for (c, _, _), f1 in zip(cached, best[2], strict=True):
+        per_cond.setdefault(c, []).append(f1)
     return best[1], {f"note_f1/{c}": float(np.mean(v)) for c, v in per_cond.items()}
 
 

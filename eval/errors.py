@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from avfusion.fileio import atomic_path
-from avfusion.notes import Notes
+from avfusion.notes import Notes, matched_onsets
+from eval.run import first_notes
 
 HARMONIC_INTERVALS = (12, 19, 24, 28, 31, 34, 36)
 """Semitones from a fundamental to its partials 2..8 (rounded: 12·log2(k))."""
@@ -41,39 +42,23 @@ HARMONIC_INTERVALS = (12, 19, 24, 28, 31, 34, 36)
 CLASSES = ("harmonic", "subharmonic", "neighbour", "repeat", "timing", "other")
 ONSET_TOLERANCE_S = 0.05
 TIMING_WINDOW_S = 0.2
-END_MARGIN_S = 0.05  # as eval.run: reference notes must start this long before the end
 
 
 def classify_false_positives(reference: Notes, estimate: Notes) -> tuple[Counter[str], int, int]:
-    """Match ``estimate`` to ``reference`` (onsets only) and class each unmatched estimate.
+    """Match ``estimate`` to ``reference`` as the note metrics do (onsets only,
+    `avfusion.notes.matched_onsets`) and class each unmatched estimate.
 
     Args:
         reference, estimate: notes with times in seconds.
     Returns:
         (count per class of `CLASSES`, number of matched notes, number of reference notes).
     """
-    import mir_eval
-
-    ref, est = list(reference), list(estimate)
+    ref = list(reference)
+    matched = matched_onsets(reference, estimate)
     counts: Counter[str] = Counter({c: 0 for c in CLASSES})
-    if not est:
-        return counts, 0, len(ref)
-    e_on = np.array([n.onset_s for n in est])
-    e_pitch = np.array([n.pitch for n in est])
-    matched: set[int] = set()
-    if ref:
-        r_on = np.array([n.onset_s for n in ref])
-        r_pitch = np.array([n.pitch for n in ref])
-        pairs = mir_eval.transcription.match_notes(
-            np.stack([r_on, r_on + 1.0], axis=1), mir_eval.util.midi_to_hz(r_pitch.astype(float)),
-            np.stack([e_on, e_on + 1.0], axis=1), mir_eval.util.midi_to_hz(e_pitch.astype(float)),
-            onset_tolerance=ONSET_TOLERANCE_S, offset_ratio=None,
-        )  # fmt: skip
-        matched = {j for _, j in pairs}
-    for j in range(len(est)):
-        if j in matched:
-            continue
-        counts[_class_of(est[j].onset_s, int(e_pitch[j]), ref)] += 1
+    for j, note in enumerate(estimate):
+        if j not in matched:
+            counts[_class_of(note.onset_s, note.pitch, ref)] += 1
     return counts, len(matched), len(ref)
 
 
@@ -92,11 +77,6 @@ def _class_of(onset_s: float, pitch: int, ref: list) -> str:
     if any(abs(n.onset_s - onset_s) <= TIMING_WINDOW_S for n in same):
         return "timing"
     return "other"
-
-
-def _first(notes: Notes, end_s: float) -> Notes:
-    """The notes starting before ``end_s - END_MARGIN_S`` (as `eval.run` scores them)."""
-    return Notes.from_iterables(n for n in notes if n.onset_s < end_s - END_MARGIN_S)
 
 
 def breakdown(
@@ -126,6 +106,11 @@ def breakdown(
         raise ValueError(f"{run_json}: a dataset-adapter run; only corpus runs are read")
     perfs = {p.id: p for p in list_performances(Path(test_set["corpus"]), test_set["split"])}
     cache = run_dir / "cache"
+    refs: dict[str, Notes] = {}
+
+    def end_of(piece: str) -> float:  # the scored seconds, as eval.run
+        return min(perfs[piece].duration_s, float(test_set.get("seconds") or np.inf))
+
     names = systems or sorted(
         p.name for p in cache.iterdir() if p.is_dir() and not p.name.startswith("_")
     )
@@ -142,9 +127,10 @@ def breakdown(
             n_matched = n_ref = 0
             for path in files:
                 piece = path.name.split(".")[0]
-                end_s = min(perfs[piece].duration_s, float(test_set.get("seconds") or np.inf))
+                if piece not in refs:  # read once for all systems and conditions
+                    refs[piece] = first_notes(perfs[piece].notes(), end_of(piece))
                 counts, m, r = classify_false_positives(
-                    _first(perfs[piece].notes(), end_s), _first(read_midi(path), end_s)
+                    refs[piece], first_notes(read_midi(path), end_of(piece))
                 )
                 total.update(counts)
                 n_matched, n_ref = n_matched + m, n_ref + r

@@ -463,7 +463,7 @@ class PieceResult:
     cached: int = 0
 
 
-def _first(notes: Notes, end_s: float) -> Notes:
+def first_notes(notes: Notes, end_s: float) -> Notes:
     """The notes with an onset before ``end_s - END_MARGIN_S`` (and all pedal events)."""
     return Notes.from_iterables((n for n in notes if n.onset_s < end_s - END_MARGIN_S), notes.pedal)
 
@@ -527,7 +527,7 @@ def run_piece(
         n = min(n, round(env.seconds * SAMPLE_RATE_HZ))
     clean = np.ascontiguousarray(audio_full[:n])
     end_s = n / SAMPLE_RATE_HZ
-    reference = _first(perf.notes(), end_s)
+    reference = first_notes(perf.notes(), end_s)
 
     audio_memo: dict[tuple[str | None, int], tuple[np.ndarray, list[dict[str, Any]]]] = {}
     frames_memo: dict[tuple[str | None, int], tuple[np.ndarray, list[dict[str, Any]]]] = {}
@@ -606,7 +606,7 @@ def run_piece(
             continue
         if cell not in transcribed:
             result.cached += 1
-        estimate = _first(read_midi(path), end_s)
+        estimate = first_notes(read_midi(path), end_s)
         metrics = transcription_metrics(reference, estimate)
         for key in METRIC_KEYS:
             result.rows.append(
