@@ -53,6 +53,11 @@ class DataConfig:
     blur_sigma_px: tuple[float, float] = (0.0, 1.0)
     corner_jitter_px: float = 3.0  # x shift/scale jitter in rectified pixels
     p_dropped_frame: float = 0.05  # a frame repeats the previous one
+    # low light and sensor noise (off by default, so older configs train as they did)
+    p_low_light: float = 0.0  # share of windows whose brightness is scaled by a gain
+    low_light_gain: tuple[float, float] = (0.1, 0.6)
+    p_sensor_noise: float = 0.0  # share of windows with Gaussian sensor noise added
+    sensor_noise_sd: tuple[float, float] = (0.0, 8.0)  # grey levels (of 255), after the gain
     max_av_offset_frames: float = 2.0  # audio-video offset, in video frames
     degradation: dict = field(default_factory=dict)  # avfusion.noise.SamplerConfig fields
 
@@ -384,7 +389,11 @@ def load_performance(perf: Performance, cfg: DataConfig, *, video: bool = True) 
 
 def augment_video(frames: np.ndarray, cfg: DataConfig, rng: np.random.Generator) -> np.ndarray:
     """Brightness and contrast, blur, corner jitter (a small x shift and scale of the
-    rectified image) and dropped frames (a frame repeats the previous one).
+    rectified image), low light (the whole window's grey levels times a gain drawn from
+    ``cfg.low_light_gain``, with probability ``cfg.p_low_light``), sensor noise (Gaussian, standard
+    deviation drawn from ``cfg.sensor_noise_sd`` grey levels, with probability
+    ``cfg.p_sensor_noise``; added after the gain, as a camera's read noise is) and dropped
+    frames (a frame repeats the previous one). A probability of 0 draws nothing from ``rng``.
 
     Args:
         frames: uint8 (T, H, W).
@@ -408,6 +417,10 @@ def augment_video(frames: np.ndarray, cfg: DataConfig, rng: np.random.Generator)
             x[i] = cv2.warpAffine(x[i], m, (w, h), borderMode=cv2.BORDER_REPLICATE)
             if sigma > 0.2:
                 x[i] = cv2.GaussianBlur(x[i], (0, 0), sigma)
+    if cfg.p_low_light > 0 and rng.random() < cfg.p_low_light:
+        x *= rng.uniform(*cfg.low_light_gain)
+    if cfg.p_sensor_noise > 0 and rng.random() < cfg.p_sensor_noise:
+        x += rng.standard_normal(x.shape, dtype=np.float32) * rng.uniform(*cfg.sensor_noise_sd)
     drop = rng.random(len(x)) < cfg.p_dropped_frame
     for j in np.flatnonzero(drop):
         if j > 0:

@@ -78,6 +78,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         # YAML and JSON give lists; the config is frozen and hashable-minded, so keep a tuple
         object.__setattr__(self, "val_conditions", tuple(self.val_conditions))
+        for cond in self.val_conditions:  # fail at load, not after the first training steps
+            try:
+                split_val_condition(cond)
+            except ValueError as e:
+                raise ValueError(f"val_conditions: {e}") from None
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
@@ -104,6 +109,27 @@ BUNDLED_MODELS_DIR = Path(__file__).resolve().parent / "models"
 """The bundled checkpoints (``fusion``, ``audio``, ``video``, ``concat``)."""
 VAL_HOLDOUT_EVERY: int = 10
 """A dataset without a validation split validates on every tenth train performance."""
+
+
+def split_val_condition(condition: str) -> tuple[str, str | None]:
+    """A validation condition as (audio condition, video condition or None).
+
+    ``clean``, ``pink@-10db`` … degrade the audio (:mod:`avfusion.noise`); ``video:lowlight``,
+    ``video:blur@2px`` … degrade the rectified frames (:mod:`avfusion.noise.video`) and leave
+    the audio clean.
+
+    Raises:
+        ValueError: an unknown or malformed condition (the message lists what is accepted).
+    """
+    from avfusion.noise import parse_condition
+    from avfusion.noise.video import parse_video_step
+
+    if condition.strip().lower().startswith("video:"):
+        for step in condition.split("+"):
+            parse_video_step(step)
+        return "clean", condition
+    parse_condition(condition)
+    return condition, None
 
 
 def resolve_init(init: str) -> Path:
@@ -350,6 +376,7 @@ class TranscriptionSystem(L.LightningModule):
 
     def _posteriors(self, it: Any) -> list[tuple[str, dict[str, np.ndarray]]]:
         from avfusion.noise import NoiseBank, degrade
+        from avfusion.noise.video import degrade_video
 
         if (
             self.bank is None
@@ -363,19 +390,23 @@ class TranscriptionSystem(L.LightningModule):
         keep = it.times_s < n / sr + 0.5
         res = []
         for k, cond in enumerate(self.cfg.val_conditions):
-            needs_bank = cond.split("@")[0] in ("babble", "music", "reverb")
+            audio_cond, video_cond = split_val_condition(cond)
+            needs_bank = audio_cond.split("@")[0] in ("babble", "music", "reverb")
             if needs_bank and self.bank is None:
                 continue
             rng = np.random.default_rng([self.cfg.seed, k, zlib.crc32(it.perf.id.encode())])
             audio = (
-                degrade(clean, cond, rng, bank=self.bank, half="train").audio
+                degrade(clean, audio_cond, rng, bank=self.bank, half="train").audio
                 if np.any(clean)
                 else clean
             )
+            frames = np.asarray(it.frames[keep]) if self.cfg.mode != "audio" else None
+            if frames is not None and video_cond is not None:
+                frames = degrade_video(frames, video_cond, rng)[0]
             post = predict_posteriors(
                 self.model,
                 audio if self.cfg.mode != "video" else None,
-                np.asarray(it.frames[keep]) if self.cfg.mode != "audio" else None,
+                frames,
                 it.times_s[keep] if self.cfg.mode != "audio" else None,
                 n_samples=n,
                 window_s=self.cfg.data_config().window_s,

@@ -5,7 +5,9 @@ other mir_eval metrics), and record the result with its config, learning curves 
         --corpus data/corpus --bank data/noise --out experiments/runs/cpu-small
 
 Each (performance, condition) is degraded with a seed derived from both, drawing noise from the
-bank's test half; thresholds are those tuned on validation and stored with each model.
+bank's test half; a ``video:…`` part of a condition degrades the rectified frames
+(:mod:`avfusion.noise.video`). Thresholds are those tuned on validation and stored with each
+model.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from avfusion.metrics import METRIC_KEYS, transcription_metrics
 from avfusion.midi import read_midi
 from avfusion.noise import NoiseBank, degrade
 from avfusion.notes import Notes
+from eval.conditions import degrade_video, parse_bench_condition
 from eval.machine import machine
 from eval.systems import AvfusionSystem, Clip
 
@@ -100,9 +103,17 @@ def main(argv: list[str] | None = None) -> None:
         "--seconds", type=float, default=30.0, help="score the first S seconds of each performance"
     )
     ap.add_argument("--max-performances", type=int, default=None)
-    ap.add_argument("--conditions", nargs="+", default=list(CONDITIONS))
+    ap.add_argument(
+        "--conditions", nargs="+", default=list(CONDITIONS),
+        help="audio conditions (avfusion.noise), video ones (video:lowlight, video:blur@2px, ...) "
+        "or both joined with + (default: the model issue's seven)",
+    )  # fmt: skip
     args = ap.parse_args(argv)
 
+    try:
+        parsed = {c: parse_bench_condition(c) for c in args.conditions}
+    except ValueError as e:
+        ap.error(str(e))
     bank = NoiseBank(args.bank)
     models = {}
     for run in args.runs:
@@ -130,17 +141,22 @@ def main(argv: list[str] | None = None) -> None:
         )
         keep = it.times_s < n / dc.sample_rate_hz + 0.5
         frames, times = np.asarray(it.frames[keep]), it.times_s[keep]
-        video_row: dict[str, object] = {}
+        video_rows: dict[str | None, dict[str, object]] = {}  # video part → video-only row
         for cond in args.conditions:
             seed = zlib.crc32(f"{perf.id}|{cond}".encode())
+            bc = parsed[cond]
             audio = degrade(
-                it.audio[:n], cond, np.random.default_rng(seed), bank=bank, half="test"
-            ).audio
+                it.audio[:n], bc.audio or "clean", np.random.default_rng(seed), bank=bank,
+                half="test",
+            ).audio  # fmt: skip
+            seen = frames
+            if bc.video is not None:
+                seen = degrade_video(frames, bc.video, np.random.default_rng([seed, 1]))[0]
             for mode, (system, _, _) in models.items():
-                if mode == "video" and cond != args.conditions[0]:  # the video model never hears
-                    rows.append({**video_row, "condition": cond})  # the audio: same result
+                if mode == "video" and bc.video in video_rows:  # the video model never hears
+                    rows.append({**video_rows[bc.video], "condition": cond})  # the audio
                     continue
-                clip = Clip(audio=audio, frames=frames, times_s=times, work_dir=scratch,
+                clip = Clip(audio=audio, frames=seen, times_s=times, work_dir=scratch,
                             clip_id=f"{perf.id}|{cond}")  # fmt: skip
                 est = system.transcribe(clip)
                 m = transcription_metrics(ref, est, system.model.config.frame_rate_hz)
@@ -148,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
                     {"piece": perf.id, "condition": cond, "system": f"avfusion-{mode}", **m}
                 )
                 if mode == "video":
-                    video_row = rows[-1]
+                    video_rows[bc.video] = rows[-1]
         print(f"{perf.id}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
     shutil.rmtree(scratch, ignore_errors=True)
     summary: dict[str, dict[str, dict[str, float]]] = {}

@@ -515,3 +515,50 @@ def test_error_breakdown_classes_each_false_positive(tmp_path, corpus, capsys):
     with pytest.raises(SystemExit) as info:
         errors.main([str(run), "--conditions", "clean", "pink@0db"])  # nothing under pink@0db
     assert info.value.code == 2 and "pink@0db" in capsys.readouterr().err
+
+
+def test_measure_models_routes_audio_and_video_conditions(tmp_path, corpus, bank, monkeypatch):
+    """eval.measure_models: an audio condition reaches the audio and leaves the frames alone
+    (the video-only model's clean result is reused), a ``video:`` condition darkens the frames
+    that every model with video sees, and a bad condition is refused before any work."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from avfusion.model import AVTranscriber
+    from avfusion.model.checkpoint import save_checkpoint
+    from avfusion.model.config import preset
+    from eval import measure_models
+    from eval.systems import AvfusionSystem
+
+    torch.manual_seed(0)
+    extra = {"train_config": {"data": {"window_s": 1.0}}}
+    for mode in ("fusion", "video"):
+        save_checkpoint(AVTranscriber(preset("tiny", mode=mode)), tmp_path / mode / "model", extra)
+    seen: list[tuple[str, str, float]] = []
+    real = AvfusionSystem.transcribe
+
+    def spy(self, clip):
+        seen.append((self.mode, clip.clip_id.split("|")[1], float(np.mean(clip.frames))))
+        return real(self, clip)
+
+    monkeypatch.setattr(AvfusionSystem, "transcribe", spy)
+    conds = ["clean", "pink@0db", "video:lowlight@0.2"]
+    out = tmp_path / "out"
+    measure_models.main(["--runs", str(tmp_path / "fusion"), str(tmp_path / "video"),
+                         "--corpus", str(corpus), "--bank", str(bank), "--seconds", "2",
+                         "--out", str(out), "--conditions", *conds])  # fmt: skip
+    n = len(PIECES)
+    assert sorted(c for m, c, _ in seen if m == "fusion") == sorted(conds * n)
+    assert sorted(c for m, c, _ in seen if m == "video") == sorted(["clean", conds[2]] * n)
+    bright = {c: b for m, c, b in seen if m == "fusion"}
+    assert bright["video:lowlight@0.2"] < 0.3 * bright["clean"]
+    assert bright["pink@0db"] == bright["clean"]
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["summary"]["avfusion-video"]["pink@0db"] == doc["summary"]["avfusion-video"]["clean"]
+    assert set(doc["summary"]["avfusion-fusion"]) == set(conds)
+    with pytest.raises(SystemExit):
+        measure_models.main(["--runs", str(tmp_path / "video"), "--corpus", str(corpus),
+                             "--out", str(tmp_path / "bad"), "--conditions", "video:dark"])  # fmt: skip
+    assert not (tmp_path / "bad").exists()

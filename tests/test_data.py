@@ -1,5 +1,7 @@
 """Labels, decoding, metrics, windowed inference and the window dataset."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -173,6 +175,29 @@ def test_augment_video_keeps_format_and_drops_frames():
     assert out.shape == frames.shape and out.dtype == np.uint8
     repeated = [i for i in range(1, 20) if np.array_equal(out[i], out[i - 1])]
     assert 3 <= len(repeated) <= 17
+
+
+def test_augment_video_low_light_and_sensor_noise():
+    """Low light scales a window's grey levels by one gain from its range; sensor noise adds
+    Gaussian noise of a standard deviation from its range; probability 0 changes nothing and
+    draws nothing (older configs augment as they did)."""
+    rng = np.random.default_rng(0)
+    frames = rng.integers(100, 200, (12, 16, 64)).astype(np.uint8)
+    base = DataConfig(p_video_aug=0.0, p_dropped_frame=0.0)
+    dark = augment_video(frames, replace(base, p_low_light=1.0, low_light_gain=(0.2, 0.3)), rng)
+    ratio = dark.astype(float).sum() / frames.astype(float).sum()
+    assert 0.19 <= ratio <= 0.31
+    assert np.corrcoef(dark.ravel(), frames.ravel())[0, 1] > 0.99  # one gain for the window
+    noisy = augment_video(
+        frames, replace(base, p_sensor_noise=1.0, sensor_noise_sd=(4.0, 6.0)), rng
+    )
+    sd = (noisy.astype(float) - frames).std()
+    assert 3.5 <= sd <= 6.5
+    off = replace(base, low_light_gain=(0.01, 0.02), sensor_noise_sd=(50.0, 60.0))
+    r1, r2 = np.random.default_rng(5), np.random.default_rng(5)
+    assert np.array_equal(augment_video(frames, off, r1), frames)
+    augment_video(frames, base, r2)
+    assert r1.random() == r2.random()  # the ranges were never drawn from
 
 
 class _ImpulseModel(torch.nn.Module):

@@ -52,7 +52,7 @@ max_steps: {max_steps}
 val_every_n_steps: 3
 val_performances: 1
 val_seconds: 2.0
-val_conditions: [clean, dropout@30%]
+val_conditions: [clean, dropout@30%, video:lowlight@0.3]
 num_workers: 0
 data:
   window_s: 1.0
@@ -104,8 +104,10 @@ def test_train_killed_and_resumed_then_exported(tmp_path, corpus):
     assert meta["global_step"] == 24
     assert 0 <= meta["decode"]["onset_threshold"] <= 1
     assert "note_f1/clean" in meta["validation"]
+    assert "note_f1/video:lowlight@0.3" in meta["validation"]  # a video condition validates too
     rows = list(csv.DictReader((out / "logs" / "metrics.csv").open()))
     assert any(r.get("val/note_f1") for r in rows)
+    assert any(r.get("val/note_f1/video:lowlight@0.3") for r in rows)
     assert (out / "learning_curves.png").is_file()
 
 
@@ -125,3 +127,16 @@ def test_train_stops_at_max_time_in_audio_mode(tmp_path, corpus):
     assert model.config.mode == "audio"
     assert 1 <= meta["global_step"] < 1000
     assert "note_f1/clean" in meta["validation"]
+
+
+def test_val_conditions_split_and_refused():
+    """A validation condition is an audio condition or a video one (clean audio, degraded
+    frames); a malformed one is refused when the config is made, not after training starts."""
+    from avfusion.train import TrainConfig, split_val_condition
+
+    assert split_val_condition("pink@-10db") == ("pink@-10db", None)
+    assert split_val_condition("video:lowlight@0.3") == ("clean", "video:lowlight@0.3")
+    with pytest.raises(ValueError, match="video:dark"):
+        TrainConfig(val_conditions=["clean", "video:dark"])
+    with pytest.raises(ValueError, match="val_conditions"):
+        TrainConfig(val_conditions=["pink@-10"])
