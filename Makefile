@@ -6,7 +6,7 @@ APT_PACKAGES := libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont musescore-g
   chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup apt venv eval-deps test test-all lint demo models models-long models-fallback clean
+.PHONY: setup apt venv eval-deps test test-all lint demo models models-long models-fallback models-lowlight clean
 
 setup: apt venv
 
@@ -51,8 +51,9 @@ demo: setup
 # Reproduce the bundled models from scratch: corpus, noise bank, stage 1 of the three cpu-small
 # runs (run in parallel, one thread each: about 1 h on 2 cores), the concat-fusion ablation (about
 # 45 min; stage 1 only), stages 2 and 3 of the three modes (`models-long`, about 1 h 45 min),
-# stage 4 (`models-fallback`, about 45 min), then
-# copy each exported model into the package.
+# stage 4 (`models-fallback`, about 45 min), stage 5b (`models-lowlight`, about 40 min), then
+# copy each exported model into the package: fusion and video-only from stage 5b, audio-only from
+# stage 4 (each the better of the two on validation; experiments/runs/cpu-small-lowlight).
 data/corpus/manifest.jsonl: | setup
 	$(VENV)/bin/avfusion synth --out data/corpus --hours 2 --seed 0 --workers 2
 
@@ -69,7 +70,9 @@ models: data/corpus/manifest.jsonl data/noise/manifest.json
 	  --out runs/cpu-small-concat --no-progress > runs/train-concat.log 2>&1
 	$(MAKE) models-long
 	$(MAKE) models-fallback
-	for m in fusion audio video; do rm -rf avfusion/models/$$m; cp -r runs/cpu-small-$$m-fallback/model avfusion/models/$$m; done
+	$(MAKE) models-lowlight
+	for m in fusion video; do rm -rf avfusion/models/$$m; cp -r runs/cpu-small-$$m-lowlight/model avfusion/models/$$m; done
+	rm -rf avfusion/models/audio; cp -r runs/cpu-small-audio-fallback/model avfusion/models/audio
 	rm -rf avfusion/models/concat; cp -r runs/cpu-small-concat/model avfusion/models/concat
 
 # Stages 2 and 3 of the cpu-small models (400 steps at the cpu-small schedule, then 1000 at
@@ -104,6 +107,17 @@ models-fallback:
 	OMP_NUM_THREADS=1 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-fallback-p10.yaml \
 	  --init runs/cpu-small-audio-long/model --mode audio --out runs/cpu-small-audio-fallback-p10 \
 	  --no-progress > runs/train-audio-fallback-p10.log 2>&1
+
+# Stage 5b (experiments/configs/cpu-small-lowlight.yaml: 500 steps with low-light and sensor-noise
+# video augmentation, validation under video:lowlight@0.3 too) from the stage-4 runs, one mode
+# after another (fusion about 17 min, video 18 min, audio 7 min on 2 cores).
+models-lowlight:
+	test -f runs/cpu-small-fusion-fallback/model/config.json || { echo "run make models-fallback first"; exit 1; }
+	for m in fusion video audio; do \
+	  $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-lowlight.yaml \
+	    --init runs/cpu-small-$$m-fallback/model --mode $$m --out runs/cpu-small-$$m-lowlight \
+	    --no-progress > runs/train-$$m-lowlight.log 2>&1 || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

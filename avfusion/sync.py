@@ -56,9 +56,10 @@ lag (``python -m eval.measure_sync_detect --calibrate``; the test split is not u
 MODEL_VIDEO_LEAD_S: float = 0.080
 """The same lead for :func:`estimate_offset_from_onsets_s` (seconds): median over the 27
 performances of the rendered validation split of the lag between the video's key motion and
-the bundled fusion model's summed onset posteriors of the sound alone (80.0 ms, standard
-deviation 7.1 ms; ``python -m eval.measure_sync_detect --split validation --calibrate --model
-fusion``; the test split is not used)."""
+a fusion model's summed onset posteriors of the sound alone (80.0 ms, standard deviation
+7.1 ms, with the stage-3 model; 81.8 ms, sd 7.4 ms, with the bundled stage-5b one: within a
+few ms of each other, a tenth of a video frame; ``python -m eval.measure_sync_detect --split
+validation --calibrate --model fusion``; the test split is not used)."""
 MIN_CONFIDENCE: float = 0.05
 """Offsets estimated with a lower :attr:`OffsetEstimate.confidence` should not be trusted: no
 key motion or silent audio (confidence 0), a clip too short to hold several notes, or a rhythm
@@ -281,8 +282,8 @@ def estimate_offset_from_onsets_s(
 
     A trained model's onsets respond to piano notes only, so other instruments, babble and
     broadband noise, which put their own onsets into spectral flux, barely move them. On the
-    validation split (27 performances × 7 shifts) with other instruments at 0 dB, the bundled
-    fusion model's onsets put every estimate within one video frame (largest error 21 ms),
+    validation split (27 performances × 7 shifts) with other instruments at 0 dB, the
+    stage-3 fusion model's onsets put every estimate within one video frame (largest error 21 ms),
     spectral flux 94 % (largest error 783 ms) (``python -m eval.measure_sync_detect --split
     validation --condition music@0db [--model fusion]``).
 
