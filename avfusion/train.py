@@ -114,22 +114,24 @@ VAL_HOLDOUT_EVERY: int = 10
 def split_val_condition(condition: str) -> tuple[str, str | None]:
     """A validation condition as (audio condition, video condition or None).
 
-    ``clean``, ``pink@-10db`` … degrade the audio (:mod:`avfusion.noise`); ``video:lowlight``,
-    ``video:blur@2px`` … degrade the rectified frames (:mod:`avfusion.noise.video`) and leave
-    the audio clean.
+    Steps joined by ``+``: ``clean``, ``pink@-10db`` … degrade the audio
+    (:mod:`avfusion.noise`), ``video:lowlight``, ``video:blur@2px`` … the rectified frames
+    (:mod:`avfusion.noise.video`); ``video:lowlight`` alone leaves the audio clean, and
+    ``pink@-10db+video:blur`` degrades both.
 
     Raises:
-        ValueError: an unknown or malformed condition (the message lists what is accepted).
+        ValueError: an unknown or malformed step (the message lists what is accepted).
     """
     from avfusion.noise import parse_condition
     from avfusion.noise.video import parse_video_step
 
-    if condition.strip().lower().startswith("video:"):
-        for step in condition.split("+"):
-            parse_video_step(step)
-        return "clean", condition
-    parse_condition(condition)
-    return condition, None
+    steps = [p.strip() for p in condition.strip().lower().split("+")]
+    video = [p for p in steps if p.startswith("video:")]
+    audio = "+".join(p for p in steps if not p.startswith("video:")) or "clean"
+    for step in video:
+        parse_video_step(step)
+    parse_condition(audio)
+    return audio, "+".join(video) or None
 
 
 def resolve_init(init: str) -> Path:

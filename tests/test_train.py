@@ -136,6 +136,7 @@ def test_val_conditions_split_and_refused():
 
     assert split_val_condition("pink@-10db") == ("pink@-10db", None)
     assert split_val_condition("video:lowlight@0.3") == ("clean", "video:lowlight@0.3")
+    assert split_val_condition("pink@-10db+video:blur@2px") == ("pink@-10db", "video:blur@2px")
     with pytest.raises(ValueError, match="video:dark"):
         TrainConfig(val_conditions=["clean", "video:dark"])
     with pytest.raises(ValueError, match="val_conditions"):
