@@ -51,7 +51,7 @@ demo: setup
 # Reproduce the bundled models from scratch: corpus, noise bank, stage 1 of the three cpu-small
 # runs (run in parallel, one thread each: about 1 h on 2 cores), the concat-fusion ablation (about
 # 45 min; stage 1 only), stages 2 and 3 of the three modes (`models-long`, about 1 h 45 min),
-# stage 4 (`models-fallback`, about 45 min), stage 5b (`models-lowlight`, about 40 min), then
+# stage 4 (`models-fallback`, about 45 min), stage 5b (`models-lowlight`, about 35 min), then
 # copy each exported model into the package: fusion and video-only from stage 5b, audio-only from
 # stage 4 (each the better of the two on validation; experiments/runs/cpu-small-lowlight).
 data/corpus/manifest.jsonl: | setup
@@ -110,7 +110,7 @@ models-fallback:
 
 # Stage 5b (experiments/configs/cpu-small-lowlight.yaml: 500 steps with low-light and sensor-noise
 # video augmentation, validation under video:lowlight@0.3 too) from the stage-4 runs, one mode
-# after another (fusion about 17 min, video 18 min, audio 7 min on 2 cores).
+# after another (fusion about 17 min, video 15 min, audio 4 min on 2 cores).
 models-lowlight:
 	test -f runs/cpu-small-fusion-fallback/model/config.json || { echo "run make models-fallback first"; exit 1; }
 	for m in fusion video audio; do \
