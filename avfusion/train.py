@@ -114,24 +114,19 @@ VAL_HOLDOUT_EVERY: int = 10
 def split_val_condition(condition: str) -> tuple[str, str | None]:
     """A validation condition as (audio condition, video condition or None).
 
-    Steps joined by ``+``: ``clean``, ``pink@-10db`` … degrade the audio
-    (:mod:`avfusion.noise`), ``video:lowlight``, ``video:blur@2px`` … the rectified frames
-    (:mod:`avfusion.noise.video`); ``video:lowlight`` alone leaves the audio clean, and
-    ``pink@-10db+video:blur`` degrades both.
+    Steps joined by ``+`` (`avfusion.noise.video.split_condition`, as in the benchmark):
+    ``clean``, ``pink@-10db`` … degrade the audio (:mod:`avfusion.noise`), ``video:lowlight``,
+    ``video:blur@2px`` … the rectified frames (:mod:`avfusion.noise.video`);
+    ``video:lowlight`` alone leaves the audio clean, and ``pink@-10db+video:blur`` degrades
+    both. Both parts come back canonical (lower case).
 
     Raises:
         ValueError: an unknown or malformed step (the message lists what is accepted).
     """
-    from avfusion.noise import parse_condition
-    from avfusion.noise.video import parse_video_step
+    from avfusion.noise.video import split_condition
 
-    steps = [p.strip() for p in condition.strip().lower().split("+")]
-    video = [p for p in steps if p.startswith("video:")]
-    audio = "+".join(p for p in steps if not p.startswith("video:")) or "clean"
-    for step in video:
-        parse_video_step(step)
-    parse_condition(audio)
-    return audio, "+".join(video) or None
+    audio, video = split_condition(condition)
+    return audio or "clean", video
 
 
 def resolve_init(init: str) -> Path:

@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from avfusion.noise.conditions import condition_string, parse_condition
 from avfusion.noise.video import (  # noqa: F401  (re-exported: the suite's video conditions)
     LOWLIGHT_NOISE_SD,
     OCCLUSION_TIME_SHARE,
@@ -16,6 +15,7 @@ from avfusion.noise.video import (  # noqa: F401  (re-exported: the suite's vide
     VideoKind,
     degrade_video,
     parse_video_step,
+    split_condition,
     video_accepted,
 )
 
@@ -62,23 +62,7 @@ def parse_bench_condition(text: str) -> BenchCondition:
     Raises:
         ValueError: any step unknown or malformed (the message lists what is accepted).
     """
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"empty condition {text!r}")
-    parts = [p.strip() for p in text.strip().lower().split("+")]
-    video = [p for p in parts if p.startswith("video:")]
-    audio = [p for p in parts if not p.startswith("video:")]
-    audio_text = condition_string(parse_condition("+".join(audio))) if audio else None
-    if audio_text == "clean":
-        audio_text = None
-    video_text = None
-    if video:
-        canon = []
-        for p in video:
-            kind, value = parse_video_step(p)
-            given = "@" in p
-            canon.append(f"video:{kind.name}" + (f"@{value:g}{kind.unit}" if given else ""))
-        video_text = "+".join(canon)
-    return BenchCondition(audio_text, video_text)
+    return BenchCondition(*split_condition(text))
 
 
 def expand_conditions(entries: Any, where: str) -> list[BenchCondition]:

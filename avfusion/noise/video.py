@@ -151,3 +151,32 @@ def degrade_video(
             raise AssertionError(kind.name)
         records.append(rec)
     return x, records
+
+
+def split_condition(text: str) -> tuple[str | None, str | None]:
+    """Split a condition of audio steps (:mod:`avfusion.noise.conditions`) and ``video:…``
+    steps joined by ``+`` into its two canonical parts.
+
+    E.g. ``"Pink@-10dB+video:blur@2px"`` → ``("pink@-10db", "video:blur@2px")``,
+    ``"video:lowlight"`` → ``(None, "video:lowlight")``, ``"clean"`` → ``(None, None)``. A video
+    step keeps its value only when one was written.
+
+    Returns:
+        (audio text or None when the audio is untouched, video text or None).
+    Raises:
+        ValueError: empty, or any step unknown or malformed (the message lists what is
+            accepted).
+    """
+    from avfusion.noise.conditions import condition_string, parse_condition
+
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"empty condition {text!r}")
+    parts = [p.strip() for p in text.strip().lower().split("+")]
+    video = [p for p in parts if p.startswith("video:")]
+    audio = [p for p in parts if not p.startswith("video:")]
+    audio_text = condition_string(parse_condition("+".join(audio))) if audio else None
+    canon = []
+    for p in video:
+        kind, value = parse_video_step(p)
+        canon.append(f"video:{kind.name}" + (f"@{value:g}{kind.unit}" if "@" in p else ""))
+    return (None if audio_text == "clean" else audio_text), ("+".join(canon) or None)
