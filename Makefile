@@ -6,7 +6,7 @@ APT_PACKAGES := libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont musescore-g
   chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup apt venv eval-deps test test-all lint demo models models-long models-fallback models-lowlight clean
+.PHONY: setup apt venv eval-deps test test-all lint demo models models-long models-fallback models-lowlight models-velocity clean
 
 setup: apt venv
 
@@ -51,9 +51,11 @@ demo: setup
 # Reproduce the bundled models from scratch: corpus, noise bank, stage 1 of the three cpu-small
 # runs (run in parallel, one thread each: about 1 h on 2 cores), the concat-fusion ablation (about
 # 45 min; stage 1 only), stages 2 and 3 of the three modes (`models-long`, about 1 h 45 min),
-# stage 4 (`models-fallback`, about 45 min), stage 5b (`models-lowlight`, about 35 min), then
-# copy each exported model into the package: fusion and video-only from stage 5b, audio-only from
-# stage 4 (each the better of the two on validation; experiments/runs/cpu-small-lowlight).
+# stage 4 (`models-fallback`, about 45 min), stage 5b (`models-lowlight`, about 35 min), stage 6
+# (`models-velocity`, about 25 min), then copy each exported model into the package: fusion and
+# audio-only from stage 6 (a velocity stack on stage 5b's fusion and stage 4's audio-only model,
+# each the better of stages 4 and 5b on validation: experiments/runs/cpu-small-lowlight),
+# video-only from stage 5b.
 data/corpus/manifest.jsonl: | setup
 	$(VENV)/bin/avfusion synth --out data/corpus --hours 2 --seed 0 --workers 2
 
@@ -71,8 +73,9 @@ models: data/corpus/manifest.jsonl data/noise/manifest.json
 	$(MAKE) models-long
 	$(MAKE) models-fallback
 	$(MAKE) models-lowlight
-	for m in fusion video; do rm -rf avfusion/models/$$m; cp -r runs/cpu-small-$$m-lowlight/model avfusion/models/$$m; done
-	rm -rf avfusion/models/audio; cp -r runs/cpu-small-audio-fallback/model avfusion/models/audio
+	$(MAKE) models-velocity
+	for m in fusion audio; do rm -rf avfusion/models/$$m; cp -r runs/cpu-small-$$m-velocity/model avfusion/models/$$m; done
+	rm -rf avfusion/models/video; cp -r runs/cpu-small-video-lowlight/model avfusion/models/video
 	rm -rf avfusion/models/concat; cp -r runs/cpu-small-concat/model avfusion/models/concat
 
 # Stages 2 and 3 of the cpu-small models (400 steps at the cpu-small schedule, then 1000 at
@@ -118,6 +121,19 @@ models-lowlight:
 	    --init runs/cpu-small-$$m-fallback/model --mode $$m --out runs/cpu-small-$$m-lowlight \
 	    --no-progress > runs/train-$$m-lowlight.log 2>&1 || exit 1; \
 	done
+
+# Stage 6 (experiments/configs/cpu-small-velocity.yaml: a velocity stack trained alone, 600
+# steps, every other weight frozen) on stage 5b's fusion and stage 4's audio-only model, side by
+# side with one thread each (fusion about 25 min, audio-only 10 min on 2 cores).
+models-velocity:
+	test -f runs/cpu-small-fusion-lowlight/model/config.json || { echo "run make models-lowlight first"; exit 1; }
+	OMP_NUM_THREADS=1 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-velocity.yaml \
+	  --init runs/cpu-small-fusion-lowlight/model --mode fusion --out runs/cpu-small-fusion-velocity \
+	  --no-progress > runs/train-fusion-velocity.log 2>&1 & fusion=$$!; \
+	OMP_NUM_THREADS=1 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-velocity.yaml \
+	  --init runs/cpu-small-audio-fallback/model --mode audio --out runs/cpu-small-audio-velocity \
+	  --no-progress > runs/train-audio-velocity.log 2>&1; audio=$$?; \
+	wait $$fusion && test $$audio -eq 0
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -15,7 +15,10 @@ peaks are mapped to the probability that they are a true onset (an isotonic cali
 on the validation split, `fit_onset_calibration`), and the threshold keeping the top-n peaks is
 the n that maximises ``2·Σ_top-n q / (n + Σ_all q)`` — the plug-in rule for F-measure
 (Lewis 1995; Nan et al. 2012, "Optimizing F-measures: a tale of two approaches"; Lipton et al.
-2014). Blocks with too little expected music keep ``onset_threshold``.
+2014). Blocks with too little expected music keep ``onset_threshold``. In such a block the
+frame threshold is ``min(frame_threshold, the block's onset threshold)``: where the sound is
+noisy the posteriors are low everywhere, and a frame threshold tuned over the whole validation
+split would cut every note there to its minimum length.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ class DecodeConfig:
     Attributes:
         onset_threshold: onset probability a peak needs to start a note (the fixed threshold;
             with a calibration, the fallback for blocks with too few onset peaks).
-        frame_threshold: frame probability that keeps a note sounding.
+        frame_threshold: frame probability that keeps a note sounding (with a calibration,
+            capped at each block's onset threshold: `frame_thresholds`).
         pedal_threshold: sustain-pedal probability for CC64 down.
         min_note_ms: shortest note (ms).
         onset_calibration_x, onset_calibration_y: knots (increasing x, non-decreasing y in
@@ -175,6 +179,16 @@ def onset_thresholds(onset: np.ndarray, config: DecodeConfig, frame_rate_hz: flo
     return out
 
 
+def frame_thresholds(onset_threshold: np.ndarray, config: DecodeConfig) -> np.ndarray:
+    """The frame threshold of each frame, given its onset threshold (`onset_thresholds`):
+    ``config.frame_threshold``, capped at the onset threshold when the onset threshold is
+    adaptive (a block whose notes start at a low posterior also sounds at a low one).
+    float (n_frames,) → float (n_frames,)."""
+    if not config.adaptive:
+        return np.full(onset_threshold.shape, config.frame_threshold, dtype=np.float64)
+    return np.minimum(config.frame_threshold, onset_threshold)
+
+
 def block_frames(config: DecodeConfig, frame_rate_hz: float) -> int:
     """Frames per adaptive-threshold block (at least 1)."""
     return max(1, round(config.adaptive_block_s * frame_rate_hz))
@@ -242,8 +256,9 @@ def decode_notes(
         :class:`Notes` with times in seconds.
     """
     n_frames, n_keys = onset.shape
-    above = onset >= onset_thresholds(onset, config, frame_rate_hz)[:, None]
-    peaks = above & onset_peaks(onset)
+    thresholds = onset_thresholds(onset, config, frame_rate_hz)  # (n_frames,)
+    sounding = frame >= frame_thresholds(thresholds, config)[:, None]
+    peaks = (onset >= thresholds[:, None]) & onset_peaks(onset)
     min_frames = max(1, int(np.ceil(config.min_note_ms / 1000 * frame_rate_hz)))
     notes: list[Note] = []
     for k in range(n_keys):
@@ -251,7 +266,7 @@ def decode_notes(
         for j, i in enumerate(starts):
             stop_at = starts[j + 1] if j + 1 < len(starts) else n_frames
             end = i + 1
-            while end < stop_at and frame[end, k] >= config.frame_threshold:
+            while end < stop_at and sounding[end, k]:
                 end += 1
             end = min(max(end, i + min_frames), stop_at if stop_at > i else n_frames)
             end = max(end, i + 1)
@@ -395,7 +410,7 @@ class StreamingDecoder:
             if self._held is not None:
                 thr[0] = self._held_threshold
             peaks = (on >= thr[:, None]) & (on >= prev) & (on > nxt)
-            above = fr >= self.config.frame_threshold
+            above = fr >= frame_thresholds(thr, self.config)[:, None]
             any_peak: np.ndarray = np.any(peaks, axis=1)
             for r in range(len(on)):
                 if any_peak[r] or self._n_open:
@@ -460,7 +475,8 @@ class StreamingDecoder:
         if self._held is not None:
             on, fr, vel = self._held
             peak = (on >= self._held_threshold) & (on >= self._prev_onset) & (on > 0)
-            self._decide(peak, fr >= self.config.frame_threshold, vel)
+            held = np.array([self._held_threshold])
+            self._decide(peak, fr >= frame_thresholds(held, self.config)[0], vel)
             self._t += 1
             self._held = None
         n = self.n_frames

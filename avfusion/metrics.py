@@ -1,8 +1,11 @@
 """Transcription metrics with mir_eval, under stable keys.
 
 Keys: ``note/{precision,recall,f1}`` (onset within 50 ms, pitch within 50 cents),
-``note_offset/…`` (and offset within 20 % of the note or 50 ms), ``note_offset_velocity/…``
-(and velocity, mir_eval.transcription_velocity), ``frame/…`` (key-down frames at
+``note_offset/…`` (and offset within 20 % of the note or 50 ms), ``note_velocity/…`` (onset
+and velocity, offsets ignored: MAESTRO's "note with velocity", Hawthorne et al. 2019),
+``note_offset_velocity/…`` (onset, offset and velocity; mir_eval.transcription_velocity
+rescales each piece's estimated velocities by a least-squares line onto the reference's, and a
+velocity matches within 0.1 of the reference's range), ``frame/…`` (key-down frames at
 ``frame_rate_hz``, precision/recall/F1 over (frame, key) pairs as in Onsets and Frames).
 """
 
@@ -14,7 +17,7 @@ from avfusion.notes import Notes
 
 METRIC_KEYS: tuple[str, ...] = tuple(
     f"{group}/{m}"
-    for group in ("note", "note_offset", "note_offset_velocity", "frame")
+    for group in ("note", "note_offset", "note_velocity", "note_offset_velocity", "frame")
     for m in ("precision", "recall", "f1")
 )
 
@@ -50,6 +53,10 @@ def transcription_metrics(
     out.update({"note/precision": p, "note/recall": r, "note/f1": f})
     p, r, f, _ = tr.precision_recall_f1_overlap(ref_i, ref_p, est_i, est_p)
     out.update({"note_offset/precision": p, "note_offset/recall": r, "note_offset/f1": f})
+    p, r, f, _ = mir_eval.transcription_velocity.precision_recall_f1_overlap(
+        ref_i, ref_p, ref_v, est_i, est_p, est_v, offset_ratio=None
+    )
+    out.update({"note_velocity/precision": p, "note_velocity/recall": r, "note_velocity/f1": f})
     p, r, f, _ = mir_eval.transcription_velocity.precision_recall_f1_overlap(
         ref_i, ref_p, ref_v, est_i, est_p, est_v
     )

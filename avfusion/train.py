@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
@@ -70,19 +71,40 @@ class TrainConfig:
         }
     )
     onset_pos_weight: float = 5.0
+    # "mse": velocity / 127 regressed as is (Onsets and Frames); "centred": its deviation from
+    # the window's mean (plus a tenth of the plain MSE), see `transcription_loss`
+    velocity_loss: str = "mse"
     dataset: str | None = None  # a dataset folder (avfusion.datasets) instead of the corpus
     dataset_format: str | None = None  # its format name
     init_from: str | None = None  # a bundled model name or checkpoint folder to start from
+    # parameter-name prefixes (e.g. velocity_stack, velocity_head) that train; all others are
+    # frozen and their modules kept in eval mode (batch-norm statistics do not move), so the
+    # other outputs stay exactly those of the starting model; () trains everything
+    train_only: tuple[str, ...] = ()
+    # the validation metric that picks the checkpoint to export: note/f1 (onset),
+    # note_offset/f1, note_velocity/f1 or note_offset_velocity/f1 (VAL_METRICS; e.g. a
+    # velocity one when only the velocity stack trains)
+    val_metric: str = "note/f1"
     allow_pickle: bool = False  # let the Audeo adapter read its pickled labels
 
     def __post_init__(self) -> None:
         # YAML and JSON give lists; the config is frozen and hashable-minded, so keep a tuple
         object.__setattr__(self, "val_conditions", tuple(self.val_conditions))
+        object.__setattr__(self, "train_only", tuple(self.train_only))
         for cond in self.val_conditions:  # fail at load, not after the first training steps
             try:
                 split_val_condition(cond)
             except ValueError as e:
                 raise ValueError(f"val_conditions: {e}") from None
+        if self.velocity_loss not in ("mse", "centred"):
+            raise ValueError(f"velocity_loss={self.velocity_loss!r}: must be 'mse' or 'centred'")
+        if self.val_metric not in VAL_METRICS:
+            raise ValueError(f"val_metric={self.val_metric!r}: must be one of {VAL_METRICS}")
+
+    @property
+    def val_monitor(self) -> str:
+        """The logged name of ``val_metric`` (``val/note_f1``, ``val/note_offset_velocity_f1``…)."""
+        return "val/" + self.val_metric.replace("/", "_")
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
@@ -103,6 +125,15 @@ class TrainConfig:
 
     def data_config(self) -> DataConfig:
         return DataConfig(**self.data)
+
+
+VAL_METRICS: tuple[str, ...] = (
+    "note/f1",
+    "note_offset/f1",
+    "note_velocity/f1",
+    "note_offset_velocity/f1",
+)
+"""Metrics (`avfusion.metrics`) that `TrainConfig.val_metric` may name."""
 
 
 BUNDLED_MODELS_DIR = Path(__file__).resolve().parent / "models"
@@ -234,11 +265,67 @@ def model_config_for(cfg: TrainConfig) -> Any:
     return ModelConfig.from_dict(d)
 
 
+def _with_velocity_stack(start: Any, velocity_channels: int, where: str) -> Any:
+    """``start`` (an AVTranscriber) rebuilt with another ``velocity_channels``: every weight
+    but the velocity stack's and head's copied, those two freshly initialised (to be trained,
+    e.g. with ``train_only: [velocity_stack, velocity_head]``).
+
+    Raises:
+        ValueError: a video-only model (it has no audio to read velocity from).
+    """
+    from avfusion.model import AVTranscriber
+
+    if start.config.mode == "video":
+        raise ValueError(f"--init {where}: a video-only model has no velocity stack (no audio)")
+    model = AVTranscriber(start.config.replace(velocity_channels=velocity_channels)).train()
+    fresh = ("velocity_stack.", "velocity_head.")
+    kept = {k: v for k, v in start.state_dict().items() if not k.startswith(fresh)}
+    missing, unexpected = model.load_state_dict(kept, strict=False)
+    assert not unexpected and all(k.startswith(fresh) for k in missing), (missing, unexpected)
+    return model
+
+
+def _freeze_all_but(model: torch.nn.Module, prefixes: tuple[str, ...]) -> list[torch.nn.Module]:
+    """Freeze every parameter whose name does not start with one of ``prefixes``; return the
+    top-level modules without any trainable parameter (to be kept in eval mode).
+
+    Raises:
+        ValueError: a prefix that names no parameter (lists the model's top-level modules).
+    """
+    names = [n for n, _ in model.named_parameters()]
+    for prefix in prefixes:
+        if not any(n.startswith(prefix) for n in names):
+            tops = sorted({n.split(".")[0] for n in names})
+            raise ValueError(f"train_only: {prefix!r} names no parameter of the model ({tops})")
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.startswith(prefixes))
+    return [
+        module
+        for module in model.children()
+        if not any(p.requires_grad for p in module.parameters())
+    ]
+
+
+CENTRED_VELOCITY_ABS_WEIGHT = 0.1
+"""Weight of the plain velocity MSE beside the centred one (``velocity_loss: centred``), which
+keeps the predictions near the training velocities' level."""
+
+
 def transcription_loss(
     logits: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], cfg: TrainConfig
 ) -> dict[str, torch.Tensor]:
-    """Onsets and Frames losses: BCE on onset (positives up-weighted), frame, offset and pedal;
-    velocity MSE on onset frames only (Hawthorne et al. 2018). Returns each term and ``loss``."""
+    """Onsets and Frames losses (Hawthorne et al. 2018): BCE on onset (positives up-weighted),
+    frame, offset and pedal; velocity on onset frames only. Returns each term and ``loss``.
+
+    Velocity (targets velocity / 127): ``cfg.velocity_loss == "mse"`` is O&F's squared error.
+    ``"centred"`` is the squared error of each onset's deviation from its window's mean
+    (predicted and target means over the window's onsets), plus
+    `CENTRED_VELOCITY_ABS_WEIGHT` × the plain one: a recording's gain and a piece's overall
+    dynamics cannot be heard in a few seconds of sound, and their spread swamps the plain loss
+    (experiments/runs/cpu-small-velocity compares the two); the note metrics with velocity
+    (mir_eval) fit each piece's scale and offset anyway. The scale-invariant loss of Eigen et
+    al. 2014 (depth from one image) is the same idea.
+    """
     w = cfg.loss_weights
     pos = torch.tensor(cfg.onset_pos_weight, device=logits["onset"].device)
     terms = {
@@ -249,10 +336,17 @@ def transcription_loss(
         "offset": F.binary_cross_entropy_with_logits(logits["offset"].float(), batch["offset"]),
         "pedal": F.binary_cross_entropy_with_logits(logits["pedal"].float(), batch["pedal"]),
     }
-    mask = batch["onset"]
-    terms["velocity"] = (
-        mask * (logits["velocity"].float() - batch["velocity"]) ** 2
-    ).sum() / mask.sum().clamp(min=1)
+    mask, pred, target = batch["onset"], logits["velocity"].float(), batch["velocity"]
+    n_onsets = mask.sum().clamp(min=1)
+    plain = (mask * (pred - target) ** 2).sum() / n_onsets
+    if cfg.velocity_loss == "centred":
+        per_window = mask.sum(dim=(1, 2)).clamp(min=1)  # (B,)
+        pred_mean = (mask * pred).sum(dim=(1, 2)) / per_window
+        target_mean = (mask * target).sum(dim=(1, 2)) / per_window
+        dev = (pred - pred_mean[:, None, None]) - (target - target_mean[:, None, None])
+        terms["velocity"] = (mask * dev**2).sum() / n_onsets + CENTRED_VELOCITY_ABS_WEIGHT * plain
+    else:
+        terms["velocity"] = plain
     terms["loss"] = torch.stack([w.get(k, 0.0) * v for k, v in terms.items()]).sum()
     return terms
 
@@ -297,10 +391,20 @@ class TranscriptionSystem(L.LightningModule):
                     f"{diff} (model, config); drop --config to use the model's own"
                 )
             self.model = start.train()
+            if want.velocity_channels != start.config.velocity_channels:
+                self.model = _with_velocity_stack(start, want.velocity_channels, self.cfg.init_from)
+        self._frozen: list[torch.nn.Module] = []
+        if self.cfg.train_only:
+            self._frozen = _freeze_all_but(self.model, self.cfg.train_only)
         self._val: list[Any] | None = None
         self._val_scores: dict[str, list[float]] = {}
         self._val_cache: tuple[tuple[int, int], list[Any]] | None = None
         self.bank: Any = None
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Lightning puts the whole model in train mode after each validation
+        for module in self._frozen:
+            module.eval()
 
     def _inputs(self, batch: dict[str, torch.Tensor]) -> tuple[Any, Any, Any, int]:
         mode = self.cfg.mode
@@ -331,19 +435,23 @@ class TranscriptionSystem(L.LightningModule):
         return self._val
 
     def on_validation_epoch_start(self) -> None:
-        self._val_scores = {c: [] for c in self.cfg.val_conditions}
+        self._val_scores = {}
 
     def validation_step(self, index: torch.Tensor, batch_idx: int) -> None:
-        # note F1 at the best of a few onset thresholds, so that an early model whose onset
-        # probabilities have not reached 0.5 yet is still ranked (the export tunes them finely)
+        # note F1 (and val_metric) at the best of a few onset thresholds, so that an early model
+        # whose onset probabilities have not reached 0.5 yet is still ranked (the export tunes
+        # them finely)
         per_threshold = [
             self._validate_one(int(index[0]), DecodeConfig(onset_threshold=t, frame_threshold=t))
             for t in VAL_THRESHOLDS
         ]
+        metrics = dict.fromkeys(("note/f1", self.cfg.val_metric))
         for k, cond in enumerate(c for c, _, _ in per_threshold[0]):
-            self._val_scores[cond].append(
-                max(transcription_metrics(r[k][2], r[k][1])["note/f1"] for r in per_threshold)
-            )
+            scores = [transcription_metrics(r[k][2], r[k][1]) for r in per_threshold]
+            for metric in metrics:
+                self._val_scores.setdefault((metric, cond), []).append(
+                    max(m[metric] for m in scores)
+                )
 
     def _validate_one(
         self, i: int, decode: DecodeConfig | None = None
@@ -413,16 +521,20 @@ class TranscriptionSystem(L.LightningModule):
         return res
 
     def on_validation_epoch_end(self) -> None:
-        means = {c: float(np.mean(v)) for c, v in self._val_scores.items() if v}
-        for c, m in means.items():
-            self.log(f"val/note_f1/{c}", m)
-        self.log(
-            "val/note_f1", float(np.mean(list(means.values()))) if means else 0.0, prog_bar=True
-        )
+        for metric in dict.fromkeys(("note/f1", self.cfg.val_metric)):
+            name = "val/" + metric.replace("/", "_")
+            means = {
+                c: float(np.mean(v)) for (m, c), v in self._val_scores.items() if m == metric and v
+            }
+            for c, m in means.items():
+                self.log(f"{name}/{c}", m)
+            self.log(name, float(np.mean(list(means.values()))) if means else 0.0, prog_bar=True)
 
     def configure_optimizers(self) -> Any:
         opt = torch.optim.AdamW(
-            self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay
+            [p for p in self.model.parameters() if p.requires_grad],
+            lr=self.cfg.lr,
+            weight_decay=self.cfg.weight_decay,
         )
         sched = torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=self.cfg.lr, total_steps=self.cfg.max_steps, pct_start=0.1
@@ -433,15 +545,15 @@ class TranscriptionSystem(L.LightningModule):
 VAL_THRESHOLDS: tuple[float, ...] = (0.1, 0.3, 0.5)
 
 
-def _checkpoint_to_export(folder: Path) -> str:
-    """``best.ckpt`` (highest validation note F1), or ``last.ckpt`` when no validation ever
-    scored above 0 (then "best" is only the first validation, and the latest weights are the
-    better guess)."""
+def _checkpoint_to_export(folder: Path, monitor: str = "val/note_f1") -> str:
+    """``best.ckpt`` (highest ``monitor``: validation note F1 by default), or ``last.ckpt``
+    when no validation ever scored above 0 (then "best" is only the first validation, and the
+    latest weights are the better guess)."""
     last, best = folder / "last.ckpt", folder / "best.ckpt"
     if not best.is_file():
         return str(last)
     state = torch.load(last, map_location="cpu", weights_only=True).get("callbacks", {})
-    scores = [v.get("best_model_score") for k, v in state.items() if "val/note_f1" in k]
+    scores = [v.get("best_model_score") for k, v in state.items() if f"'{monitor}'" in k]
     score = float(scores[0]) if scores and scores[0] is not None else 0.0
     return str(best) if score > 0 else str(last)
 
@@ -508,7 +620,7 @@ def train(
     }
     system = TranscriptionSystem(asdict(config))
     ckpt = ModelCheckpoint(
-        dirpath=out / "checkpoints", filename="best", monitor="val/note_f1", mode="max"
+        dirpath=out / "checkpoints", filename="best", monitor=config.val_monitor, mode="max"
     )
     # last.ckpt every few steps whatever the validation says (Lightning's save_last only copies
     # a checkpoint when the monitored one is saved), so a killed run loses little
@@ -532,7 +644,7 @@ def train(
         trainer.fit(system, **loaders, ckpt_path=str(last) if resume and last.is_file() else None)
     if not last.is_file():
         raise FileNotFoundError(f"{last}: no checkpoint to export (train first)")
-    best = _checkpoint_to_export(out / "checkpoints")
+    best = _checkpoint_to_export(out / "checkpoints", config.val_monitor)
     ck_meta = torch.load(best, map_location="cpu", weights_only=True)
     system.load_state_dict(ck_meta["state_dict"], strict=True)
     system.model.to("cpu")
@@ -553,56 +665,91 @@ def train(
              "best_step": int(ck_meta.get("global_step", -1)),
              "checkpoint": Path(best).name}  # fmt: skip
     export = save_checkpoint(system.model, out / "model", extra=extra)
-    plot_learning_curves(out / "logs" / "metrics.csv", out / "learning_curves.png")
+    plot_learning_curves(
+        out / "logs" / "metrics.csv", out / "learning_curves.png", config.val_monitor
+    )
     return export
 
 
-def tune_thresholds(system: TranscriptionSystem) -> tuple[DecodeConfig, dict[str, float]]:
-    """Choose the decoder's thresholds on the validation split (never the test split).
+ONSET_THRESHOLD_GRID: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+"""Fixed onset thresholds tried by `tune_thresholds` (for note F1)."""
+FRAME_THRESHOLD_GRID: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+"""Frame thresholds tried by `tune_thresholds` (for note-with-offset F1)."""
 
-    Grid-search the fixed onset and frame thresholds for mean note F1 over the validation
-    performances and conditions; then fit an onset calibration on the same posteriors
-    (`avfusion.decoding.fit_onset_calibration`) and keep the adaptive onset threshold
-    (one per block, `avfusion.decoding.onset_thresholds`) if its mean note F1 is higher.
-    Returns the chosen config and its validation note F1 per condition.
-    """
+
+def tune_thresholds(system: TranscriptionSystem) -> tuple[DecodeConfig, dict[str, float]]:
+    """Choose the decoder's thresholds on the validation split (never the test split): the
+    system's posteriors on each validation performance and condition, then `tune_decoder`."""
     system.eval()
     cached = []  # (condition, posteriors, reference notes) per validation clip
     for it in system._val_items():
         ref = _clip_notes(it.perf.notes(), system.cfg.val_seconds)
         cached += [(c, post, ref) for c, post in system._posteriors(it)]
-    fr = system.model.config.frame_rate_hz
+    return tune_decoder(cached, system.model.config.frame_rate_hz)
 
-    def f1s(dec: DecodeConfig) -> list[float]:  # note F1 of each cached clip
+
+def tune_decoder(
+    clips: Sequence[tuple[str, dict[str, np.ndarray], Any]], frame_rate_hz: float
+) -> tuple[DecodeConfig, dict[str, float]]:
+    """Decoder thresholds that do best on the given clips (validation clips only).
+
+    1. The onset threshold: a fixed one from `ONSET_THRESHOLD_GRID` for mean note F1 (onset
+       only); then an onset calibration fitted on the same posteriors
+       (`avfusion.decoding.fit_onset_calibration`), kept (one adaptive threshold per block,
+       `avfusion.decoding.onset_thresholds`) if its mean note F1 is higher.
+    2. The frame threshold, which only sets where notes end (their onsets and pitches, so note
+       F1, do not depend on it): from `FRAME_THRESHOLD_GRID` for mean note-with-offset F1
+       (mir_eval: offset within 20 % of the note or 50 ms). Ties keep the lower threshold.
+
+    Args:
+        clips: (condition, posteriors with ``onset``, ``frame`` and ``velocity`` of shape
+            (n_frames, 88), reference :class:`~avfusion.notes.Notes`) per clip.
+        frame_rate_hz: model frames per second.
+    Returns:
+        The chosen config and its mean scores per condition: ``note_f1/<condition>`` and
+        ``note_offset_f1/<condition>``.
+    """
+
+    def scores(dec: DecodeConfig) -> list[dict[str, float]]:  # the metrics of each clip
         return [
-            transcription_metrics(ref, decode_notes(p["onset"], p["frame"], p["velocity"], fr, dec))["note/f1"]
-            for _, p, ref in cached
+            transcription_metrics(ref, decode_notes(p["onset"], p["frame"], p["velocity"], frame_rate_hz, dec))
+            for _, p, ref in clips
         ]  # fmt: skip
 
-    best: tuple[float, DecodeConfig, list[float]] = (-1.0, DecodeConfig(), [])
-    for on in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
-        for fr_t in (0.1, 0.3, 0.5):
-            dec = DecodeConfig(onset_threshold=on, frame_threshold=fr_t)
-            scores = f1s(dec)
-            if np.mean(scores) > best[0]:
-                best = (float(np.mean(scores)), dec, scores)
+    def mean(ms: list[dict[str, float]], key: str) -> float:
+        return float(np.mean([m[key] for m in ms]))
+
+    onset: tuple[float, DecodeConfig] = (-1.0, DecodeConfig())
+    for on in ONSET_THRESHOLD_GRID:
+        dec = DecodeConfig(onset_threshold=on)
+        if (f1 := mean(scores(dec), "note/f1")) > onset[0]:
+            onset = (f1, dec)
     try:
-        x, y = fit_onset_calibration([(p["onset"], ref) for _, p, ref in cached], fr)
+        x, y = fit_onset_calibration([(p["onset"], ref) for _, p, ref in clips], frame_rate_hz)
     except ValueError:  # no onset peaks at all (an untrained model): keep the fixed one
         pass
     else:
-        adaptive = replace(best[1], onset_calibration_x=x, onset_calibration_y=y)
-        scores = f1s(adaptive)
-        if np.mean(scores) > best[0]:
-            best = (float(np.mean(scores)), adaptive, scores)
-    per_cond: dict[str, list[float]] = {}
-    for (c, _, _), f1 in zip(cached, best[2], strict=True):
-        per_cond.setdefault(c, []).append(f1)
-    return best[1], {f"note_f1/{c}": float(np.mean(v)) for c, v in per_cond.items()}
+        adaptive = replace(onset[1], onset_calibration_x=x, onset_calibration_y=y)
+        if (f1 := mean(scores(adaptive), "note/f1")) > onset[0]:
+            onset = (f1, adaptive)
+    best: tuple[float, DecodeConfig, list[dict[str, float]]] = (-1.0, onset[1], [])
+    for fr_t in FRAME_THRESHOLD_GRID:
+        dec = replace(onset[1], frame_threshold=fr_t)
+        ms = scores(dec)
+        if (f1 := mean(ms, "note_offset/f1")) > best[0]:
+            best = (f1, dec, ms)
+    per_cond: dict[str, list[dict[str, float]]] = {}
+    for (c, _, _), m in zip(clips, best[2], strict=True):
+        per_cond.setdefault(c, []).append(m)
+    return best[1], {
+        **{f"note_f1/{c}": mean(ms, "note/f1") for c, ms in per_cond.items()},
+        **{f"note_offset_f1/{c}": mean(ms, "note_offset/f1") for c, ms in per_cond.items()},
+    }
 
 
-def plot_learning_curves(metrics_csv: Path, out_png: Path) -> None:
-    """Training loss and validation note F1 against step, from Lightning's CSV log."""
+def plot_learning_curves(metrics_csv: Path, out_png: Path, monitor: str = "val/note_f1") -> None:
+    """Training loss and the validation metric ``monitor`` (`TrainConfig.val_monitor`: note F1
+    unless the run picks its checkpoint by another) against step, from Lightning's CSV log."""
     import csv
 
     import matplotlib
@@ -619,7 +766,8 @@ def plot_learning_curves(metrics_csv: Path, out_png: Path) -> None:
         s, v = zip(*tr, strict=True)
         a.plot(s, v, lw=0.8)
     a.set(xlabel="step", ylabel="training loss", yscale="log")
-    for key in sorted(k for k in rows[0] if k.startswith("val/note_f1")) if rows else []:
+    keys = [k for k in rows[0] if k == monitor or k.startswith(monitor + "/")] if rows else []
+    for key in sorted(keys):
         pts = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
         if pts:
             s, v = zip(*pts, strict=True)
@@ -627,9 +775,10 @@ def plot_learning_curves(metrics_csv: Path, out_png: Path) -> None:
                 s,
                 v,
                 marker="o",
-                label=key.removeprefix("val/note_f1/") if key != "val/note_f1" else "mean",
+                label=key.removeprefix(monitor + "/") if key != monitor else "mean",
             )
-    b.set(xlabel="step", ylabel="validation note F1", ylim=(0, 1))
+    name = monitor.removeprefix("val/").removesuffix("_f1").replace("_", "-")
+    b.set(xlabel="step", ylabel=f"validation {name} F1", ylim=(0, 1))
     b.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out_png, dpi=90)

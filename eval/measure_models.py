@@ -5,7 +5,8 @@ other mir_eval metrics), and record the result with its config, learning curves 
         --corpus data/corpus --bank data/noise --out experiments/runs/cpu-small
 
 Each (performance, condition) is degraded with a seed derived from both, drawing noise from the
-bank's test half; a ``video:…`` part of a condition degrades the rectified frames
+bank's test half (its train half with ``--split validation``, so that a choice made there never
+hears the test noise); a ``video:…`` part of a condition degrades the rectified frames
 (:mod:`avfusion.noise.video`). Thresholds are those tuned on validation and stored with each
 model.
 """
@@ -115,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as e:
         ap.error(str(e))
     bank = NoiseBank(args.bank)
+    # the bank's test half only for the test split: a choice made on validation must not see it
+    half = "test" if args.split == "test" else "train"
     models = {}
     for run in args.runs:
         system = AvfusionSystem(run / "model", device="cpu")
@@ -147,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
             bc = parsed[cond]
             audio = degrade(
                 it.audio[:n], bc.audio or "clean", np.random.default_rng(seed), bank=bank,
-                half="test",
+                half=half,
             ).audio  # fmt: skip
             seen = frames
             if bc.video is not None:
@@ -177,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     record = {
         "targets": targets(summary),
         "split": args.split, "seconds_per_performance": args.seconds, "n_performances": len(perfs),
-        "conditions": args.conditions, "noise_bank_half": "test", "machine": machine(),
+        "conditions": args.conditions, "noise_bank_half": half, "machine": machine(),
         "eval_wall_s": round(time.perf_counter() - t0, 1),
         "models": {m: {"run": str(r), "decode": meta.get("decode"), "validation": meta.get("validation"),
                        "train_wall_s": meta.get("train_wall_s"), "global_step": meta.get("global_step"),

@@ -544,6 +544,14 @@ def test_measure_models_routes_audio_and_video_conditions(tmp_path, corpus, bank
         return real(self, clip)
 
     monkeypatch.setattr(AvfusionSystem, "transcribe", spy)
+    halves: list[str] = []
+    real_degrade = measure_models.degrade
+
+    def degrade_spy(*args, **kwargs):
+        halves.append(kwargs["half"])
+        return real_degrade(*args, **kwargs)
+
+    monkeypatch.setattr(measure_models, "degrade", degrade_spy)
     conds = ["clean", "pink@0db", "video:lowlight@0.2"]
     out = tmp_path / "out"
     measure_models.main(["--runs", str(tmp_path / "fusion"), str(tmp_path / "video"),
@@ -558,6 +566,7 @@ def test_measure_models_routes_audio_and_video_conditions(tmp_path, corpus, bank
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["summary"]["avfusion-video"]["pink@0db"] == doc["summary"]["avfusion-video"]["clean"]
     assert set(doc["summary"]["avfusion-fusion"]) == set(conds)
+    assert set(halves) == {"test"} and doc["noise_bank_half"] == "test"  # the test split's noise
     with pytest.raises(SystemExit):
         measure_models.main(["--runs", str(tmp_path / "video"), "--corpus", str(corpus),
                              "--out", str(tmp_path / "bad"), "--conditions", "video:dark"])  # fmt: skip

@@ -118,6 +118,36 @@ def test_adaptive_onset_threshold_per_block():
     assert onset_thresholds(onset[:300], adaptive, FR)[299] == thr[0]
 
 
+def test_adaptive_frame_threshold_is_capped_at_the_blocks_onset_threshold():
+    """Where a block's notes start at a low posterior they also sound at a low one: with an
+    adaptive onset threshold the frame threshold is capped at it, so notes of the noisy block
+    keep their length; a fixed decoder keeps its frame threshold everywhere."""
+    from avfusion.decoding import frame_thresholds, onset_thresholds
+
+    onset, frame, truth = _two_blocks(np.random.default_rng(0))
+    noisy = np.arange(500) >= 250
+    frame[noisy] *= 0.4  # the noisy block's frame posteriors at 0.36, below frame_threshold
+    cal = {"onset_calibration_x": (0.0, 0.1, 0.35, 0.6, 0.95, 1.0),
+           "onset_calibration_y": (0.0, 0.05, 0.3, 0.32, 0.97, 1.0)}  # fmt: skip
+    adaptive = DecodeConfig(onset_threshold=0.5, frame_threshold=0.5, adaptive_block_s=8.0, **cal)
+    thr = onset_thresholds(onset, adaptive, FR)
+    caps = frame_thresholds(thr, adaptive)
+    assert np.all(caps[~noisy] == 0.5) and np.all(caps[noisy] == thr[noisy]) and thr[300] < 0.5
+    ref = Notes.from_iterables(truth)
+    assert (
+        transcription_metrics(ref, decode_notes(onset, frame, None, FR, adaptive))["note_offset/f1"]
+        == 1.0
+    )
+    fixed = DecodeConfig(onset_threshold=0.3, frame_threshold=0.5)
+    assert np.all(frame_thresholds(onset_thresholds(onset, fixed, FR), fixed) == 0.5)
+    lengths = [
+        round((n.offset_s - n.onset_s) * FR)
+        for n in decode_notes(onset, frame, None, FR, fixed)
+        if n.onset_s * FR >= 250
+    ]
+    assert len(lengths) == 20 and set(lengths) == {1}  # cut to the shortest note, one frame
+
+
 def test_onset_calibration_fit_and_config_round_trip():
     import json
 
@@ -153,6 +183,16 @@ def test_metrics_hand_computed():
     assert m["note/precision"] == pytest.approx(1 / 3) and m["note/recall"] == pytest.approx(1 / 2)
     assert m["note/f1"] == pytest.approx(2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2))
     assert transcription_metrics(Notes(), Notes())["note/f1"] == 1.0
+    # velocity: the estimate's velocities are fitted to the reference's by one line per piece,
+    # so a constant factor costs nothing, but a note whose loudness is out of order does
+    ref = Notes.from_iterables([Note(t, t + 0.4, 60, v) for t, v in ((1, 40), (2, 60), (3, 80))])
+    halved = Notes.from_iterables([Note(n.onset_s, 9.0, 60, n.velocity // 2) for n in ref])
+    m = transcription_metrics(ref, halved)
+    assert m["note_velocity/f1"] == 1.0 and m["note_offset_velocity/f1"] == 0.0  # offsets off
+    shuffled = Notes.from_iterables(
+        [Note(n.onset_s, n.offset_s, 60, v) for n, v in zip(ref, (60, 80, 40), strict=True)]
+    )
+    assert transcription_metrics(ref, shuffled)["note_velocity/f1"] < 0.5
     assert transcription_metrics(ref, Notes())["note/f1"] == 0.0
 
 

@@ -403,3 +403,35 @@ def test_checkpoint_extra_gives_window_and_thresholds_or_a_clear_error() -> None
         DecodeConfig.from_extra({"decode": {"onset_treshold": 0.3}}, "m/config.json")
     with pytest.raises(ValueError, match=r"m/config.json.*extra.decode"):
         DecodeConfig.from_extra({"decode": {"onset_threshold": "high"}}, "m/config.json")
+
+
+# ---- velocity stack -------------------------------------------------------------------------
+
+
+def test_velocity_stack_feeds_only_the_velocity_output() -> None:
+    """With ``velocity_channels`` the modes with audio get a separate velocity stack over the
+    log-CQT; changing its weights changes the velocities and nothing else. Video mode has none."""
+    assert AVTranscriber(tiny(mode="video", velocity_channels=4)).velocity_stack is None
+    for mode in ("fusion", "audio"):
+        cfg = tiny(mode=mode, velocity_channels=4)
+        model = AVTranscriber(cfg).eval()
+        assert model.velocity_stack is not None
+        audio, video, times = make_batch(cfg)
+        inputs = (audio,) if mode == "audio" else (audio, video, times)
+        n_out = n_frames(audio.shape[1], cfg)
+        with torch.no_grad():
+            before = model(*inputs)
+            check_outputs(before, 2, n_out)
+            for p in model.velocity_stack.parameters():
+                p.add_(0.5)
+            after = model(*inputs)
+        assert not torch.allclose(before["velocity"], after["velocity"]), mode
+        for name in ("onset", "frame", "offset", "pedal"):
+            assert torch.equal(before[name], after[name]), (mode, name)
+    # a fusion model run on video alone still gives velocities (from the shared features)
+    cfg = tiny(velocity_channels=4)
+    _, video, times = make_batch(cfg)
+    with torch.no_grad():
+        check_outputs(AVTranscriber(cfg).eval()(None, video, times, n_frames=20), 2, 20)
+    with pytest.raises(ValueError, match="velocity_channels"):
+        tiny(velocity_channels=-1)

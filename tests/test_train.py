@@ -141,3 +141,115 @@ def test_val_conditions_split_and_refused():
         TrainConfig(val_conditions=["clean", "video:dark"])
     with pytest.raises(ValueError, match="val_conditions"):
         TrainConfig(val_conditions=["pink@-10"])
+
+
+def test_velocity_stack_trains_alone_from_a_model_without_one(tmp_path, corpus):
+    """--init a model without a velocity stack, a config with ``velocity_channels`` and
+    ``train_only``: the stack and its head are added and trained, every other weight and
+    batch-norm statistic stays the starting model's, and the checkpoint is chosen by the
+    velocity-aware validation metric."""
+    import torch
+
+    from avfusion.model import AVTranscriber, preset
+    from avfusion.model.checkpoint import load_checkpoint, save_checkpoint
+
+    start = AVTranscriber(preset("tiny", rect_width_px=208, rect_height_px=20))
+    save_checkpoint(start, tmp_path / "start")
+    cfg = _config(tmp_path, corpus, max_steps=3)
+    cfg.write_text(
+        cfg.read_text()
+        + "model: {velocity_channels: 4}\n"
+        + "train_only: [velocity_stack, velocity_head]\n"
+        + "loss_weights: {velocity: 1.0}\n"
+        + "val_metric: note_offset_velocity/f1\n"
+    )
+    out = tmp_path / "run"
+    args = ["train", "--config", str(cfg), "--init", str(tmp_path / "start"), "--out", str(out),
+            "--no-progress", "--accelerator", "cpu"]  # fmt: skip
+    proc = _run(args)
+    log, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, log[-3000:]
+    model, meta = load_checkpoint(out / "model")
+    assert model.config.velocity_channels == 4
+    old, new = start.state_dict(), model.state_dict()
+    fresh = ("velocity_stack.", "velocity_head.")
+    assert any(k.startswith("velocity_stack.") for k in new)
+    for key, value in old.items():
+        if not key.startswith(fresh):
+            assert torch.equal(value, new[key]), key  # weights and running statistics
+    assert "velocity_head.weight" in old and "velocity_head.0.weight" in new  # a new head
+    rows = list(csv.DictReader((out / "logs" / "metrics.csv").open()))
+    assert any(r.get("val/note_offset_velocity_f1") for r in rows)
+    assert "note_offset_f1/clean" in meta["validation"]
+    assert meta["train_config"]["train_only"] == ["velocity_stack", "velocity_head"]
+
+
+def test_train_only_and_val_metric_are_checked():
+    from avfusion.model import AVTranscriber, preset
+    from avfusion.train import TrainConfig, _freeze_all_but
+
+    with pytest.raises(ValueError, match="val_metric"):
+        TrainConfig(val_metric="note/accuracy")
+    model = AVTranscriber(preset("tiny"))
+    with pytest.raises(ValueError, match="velocity_stak"):
+        _freeze_all_but(model, ("velocity_stak",))
+    frozen = _freeze_all_but(model, ("velocity_head",))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"velocity_head.weight", "velocity_head.bias"}
+    assert model.velocity_head not in frozen and model.audio_encoder in frozen
+
+
+def test_tune_decoder_sets_note_ends_by_offset_f1():
+    """The frame threshold is chosen for note-with-offset F1: here each key's frame posterior
+    stays at 0.35 for 1 s after the key is released (as a sounding string under a model that
+    cannot see the release), so the thresholds below 0.35 end every note too late."""
+    import numpy as np
+
+    from avfusion.notes import Note, Notes
+    from avfusion.train import tune_decoder
+
+    fr = 31.25
+    notes = [Note(0.5 + 0.8 * i, 0.9 + 0.8 * i, 60 + i % 5, 80) for i in range(10)]
+    n = int(10 * fr)
+    onset, frame = np.zeros((n, 88)), np.zeros((n, 88))
+    for note in notes:
+        k, i, j = note.pitch - 21, round(note.onset_s * fr), round(note.offset_s * fr)
+        onset[i, k] = 0.9
+        frame[i:j, k] = 0.9
+        frame[j : j + round(fr), k] = np.maximum(frame[j : j + round(fr), k], 0.35)
+    post = {"onset": onset, "frame": frame, "velocity": np.full((n, 88), 80 / 127)}
+    dec, scores = tune_decoder([("clean", post, Notes.from_iterables(notes))], fr)
+    assert dec.frame_threshold > 0.35
+    assert scores["note_f1/clean"] == 1.0 and scores["note_offset_f1/clean"] == 1.0
+
+
+def test_centred_velocity_loss_ignores_each_windows_level():
+    """``velocity_loss: centred`` scores each onset's velocity relative to its window's mean:
+    predictions off by one constant per window cost only the small plain-MSE share, while a
+    wrong ordering within the window costs fully; ``mse`` charges the constant in full."""
+    import torch
+
+    from avfusion.train import CENTRED_VELOCITY_ABS_WEIGHT, TrainConfig, transcription_loss
+
+    g = torch.Generator().manual_seed(0)
+    onset = (torch.rand(2, 30, 88, generator=g) < 0.05).float()
+    target = onset * torch.rand(2, 30, 88, generator=g)
+    zeros = torch.zeros(2, 30, 88)
+    batch = {"onset": onset, "frame": zeros, "offset": zeros, "velocity": target,
+             "pedal": torch.zeros(2, 30)}  # fmt: skip
+    shift = torch.tensor([0.2, -0.1])[:, None, None]
+
+    def velocity_loss(kind: str, pred: torch.Tensor) -> float:
+        logits = {"onset": zeros, "frame": zeros, "offset": zeros, "velocity": pred,
+                  "pedal": torch.zeros(2, 30)}  # fmt: skip
+        return float(transcription_loss(logits, batch, TrainConfig(velocity_loss=kind))["velocity"])
+
+    plain = float((onset * shift**2).sum() / onset.sum())
+    assert velocity_loss("mse", target + shift) == pytest.approx(plain, rel=1e-5)
+    assert velocity_loss("centred", target + shift) == pytest.approx(
+        CENTRED_VELOCITY_ABS_WEIGHT * plain, rel=1e-4
+    )
+    reversed_order = onset * (1 - target)  # same window means only by chance: far worse
+    assert velocity_loss("centred", reversed_order) > 10 * velocity_loss("centred", target + shift)
+    with pytest.raises(ValueError, match="velocity_loss"):
+        TrainConfig(velocity_loss="l1")

@@ -76,6 +76,10 @@ class ModelConfig:
             ``q + tanh(g) * attn``: small, so training starts near the audio path, but not 0,
             so the video branch gets a gradient from the first step.
         dropout: dropout probability inside the network.
+        velocity_channels: channels of a separate velocity stack over the log-CQT
+            (`avfusion.model.fusion.VelocityStack`, after Onsets and Frames' velocity stack);
+            0: velocity is a linear map of the shared key features (models bundled before the
+            stack). Only built in the modes with audio.
         p_drop_audio, p_drop_video: modality drop-out probabilities per training sample, applied
             by the model only in training and ``mode == "fusion"``; the two events are exclusive
             (never both for one sample), so ``p_drop_audio + p_drop_video <= 1``.
@@ -104,6 +108,7 @@ class ModelConfig:
     dropout: float = 0.1
     p_drop_audio: float = 0.2
     p_drop_video: float = 0.2
+    velocity_channels: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -128,7 +133,7 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"ModelConfig.{name}={value!r}: must be a positive integer")
-        for name in ("time_window", "key_window"):
+        for name in ("time_window", "key_window", "velocity_channels"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"ModelConfig.{name}={value!r}: must be an integer >= 0")

@@ -106,15 +106,17 @@ class AudioEncoder(nn.Module):
             mag = self.cqt(x)[..., :n_out]  # (B, n_bins, T)
             return torch.log1p(cfg.cqt_log_gain * mag)
 
-    def forward(self, audio: Tensor) -> Tensor:
+    def forward(self, audio: Tensor, spec: Tensor | None = None) -> Tensor:
         """Audio key tokens.
 
         Args:
             audio: shape (batch, n_samples), float in [-1, 1] at ``config.sample_rate_hz``.
+            spec: ``self.log_cqt(audio)`` if the caller has it already (shape (batch, n_bins,
+                n_frames)), so that it is not computed twice.
         Returns:
             shape (batch, n_frames, 88, d_model), layer-normed key tokens.
         """
-        x = self.input_norm(self.log_cqt(audio))  # (B, F, T), F = 88 * bps
+        x = self.input_norm(self.log_cqt(audio) if spec is None else spec)  # (B, F, T)
         x = x.transpose(1, 2).unsqueeze(1)  # (B, 1, T, F)
         x = self.conv_fine(x)  # (B, c/2, T, F)
         x = self.drop(self.pool(x))  # (B, c/2, T, 88)
@@ -126,6 +128,48 @@ class AudioEncoder(nn.Module):
         summary = torch.cat([x.mean(dim=-1), x.amax(dim=-1)], dim=1)  # (B, 2c, T)
         tokens = tokens + self.summary_proj(summary.transpose(1, 2))[:, :, None, :]
         return self.out_norm(tokens)
+
+
+class VelocityStack(nn.Module):
+    """Features for note velocity from the log-CQT, apart from the shared key features.
+
+    Onsets and Frames (Hawthorne et al. 2018) give velocity its own acoustic stack: how hard a
+    key was struck shows in the level of its partials, which features trained to detect notes
+    (and layer-normed per key token here) keep poorly; with a velocity head on the shared
+    features, the cpu-small models predicted almost the same velocity for every note. Input:
+    the key-aligned log-CQT and the same minus its maximum over the window (a recording's gain
+    is unknown, so the level relative to the loudest bin carries the dynamics). Two 3×3 convs
+    (``velocity_channels`` each) over (time, frequency) at CQT resolution, max-pooled over
+    each key's bins; each key's feature is its own and those of its 2nd, 3rd and 4th
+    harmonics (+12, +19, +24 keys; 0 above the keyboard).
+    """
+
+    HARMONICS_KEYS: tuple[int, ...] = (0, 12, 19, 24)
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        c = config.velocity_channels
+        if c < 1:
+            raise ValueError(f"VelocityStack needs velocity_channels >= 1, got {c}")
+        self.conv = nn.Sequential(
+            nn.Conv2d(2, c, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(c, c, 3, padding=1),
+            nn.ReLU(),
+        )
+        self.pool = nn.MaxPool2d((1, config.bins_per_semitone))
+        self.n_features = c * len(self.HARMONICS_KEYS)
+
+    def forward(self, spec: Tensor) -> Tensor:
+        """spec: log-CQT, shape (batch, n_bins, n_frames) (`AudioEncoder.log_cqt`).
+        Returns: shape (batch, n_frames, 88, n_features)."""
+        x = spec.transpose(1, 2).unsqueeze(1)  # (B, 1, T, F)
+        rel = x - x.amax(dim=(2, 3), keepdim=True)
+        x = self.pool(self.conv(torch.cat([x, rel], dim=1)))  # (B, c, T, 88)
+        top = max(self.HARMONICS_KEYS)
+        padded = F.pad(x, (0, top))
+        stacked = torch.cat([padded[..., o : o + N_KEYS] for o in self.HARMONICS_KEYS], dim=1)
+        return stacked.permute(0, 2, 3, 1)  # (B, T, 88, n_features)
 
 
 class _TemporalBlock(nn.Module):

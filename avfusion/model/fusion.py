@@ -20,7 +20,7 @@ from torch.autograd.function import once_differentiable
 from avfusion.config import N_KEYS
 from avfusion.model.config import ModelConfig
 from avfusion.model.config import n_frames as frames_for_samples
-from avfusion.model.encoders import AudioEncoder, VideoEncoder
+from avfusion.model.encoders import AudioEncoder, VelocityStack, VideoEncoder
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -410,7 +410,15 @@ class AVTranscriber(nn.Module):
         self.onset_head = nn.Linear(d, 1)
         self.offset_head = nn.Linear(d, 1)
         self.frame_head = nn.Linear(d + 2, 1)  # + sigmoid(onset), sigmoid(offset), as in O&F
-        self.velocity_head = nn.Linear(d, 1)
+        self.velocity_stack: VelocityStack | None = None
+        self.velocity_head: nn.Module
+        if config.velocity_channels and self.uses_audio:
+            self.velocity_stack = VelocityStack(config)
+            self.velocity_head = nn.Sequential(
+                nn.Linear(d + self.velocity_stack.n_features, d), nn.GELU(), nn.Linear(d, 1)
+            )
+        else:
+            self.velocity_head = nn.Linear(d, 1)
         self.pedal_head = nn.Sequential(nn.Linear(2 * d, d), nn.GELU(), nn.Linear(d, 1))
         # Start each head at its label's base rate (a piano roll is sparse: ~0.2 % of (frame,
         # key) cells hold an onset, ~3 % are down), not at 0.5, so that the first hundreds of
@@ -537,9 +545,11 @@ class AVTranscriber(nn.Module):
             keep_audio, keep_video = self.draw_modality_keep(batch, device)
 
         audio_tokens: Tensor | None = None
+        spec: Tensor | None = None
         if use_audio:
             assert self.audio_encoder is not None and audio is not None
-            audio_tokens = self.audio_encoder(audio)  # (B, T, 88, d)
+            spec = self.audio_encoder.log_cqt(audio)  # (B, n_bins, T)
+            audio_tokens = self.audio_encoder(audio, spec=spec)  # (B, T, 88, d)
             if keep_audio is not None:
                 audio_tokens = audio_tokens * keep_audio.to(audio_tokens.dtype)[:, None, None, None]
         video_tokens: Tensor | None = None
@@ -575,7 +585,16 @@ class AVTranscriber(nn.Module):
         offset = self.offset_head(h).squeeze(-1)
         cond = torch.stack([torch.sigmoid(onset), torch.sigmoid(offset)], dim=-1).detach()
         frame = self.frame_head(torch.cat([h, cond.to(h.dtype)], dim=-1)).squeeze(-1)
-        velocity = self.velocity_head(h).squeeze(-1)
+        if self.velocity_stack is None:
+            velocity = self.velocity_head(h).squeeze(-1)
+        else:
+            if spec is None:  # fusion model run on video alone: no level to read
+                vel_features = h.new_zeros(*h.shape[:3], self.velocity_stack.n_features)
+            else:
+                vel_features = self.velocity_stack(spec).to(h.dtype)  # (B, T, 88, n)
+                if keep_audio is not None:
+                    vel_features = vel_features * keep_audio.to(h.dtype)[:, None, None, None]
+            velocity = self.velocity_head(torch.cat([h, vel_features], dim=-1)).squeeze(-1)
         pooled = torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=-1)  # (B, T, 2d)
         pedal = self.pedal_head(pooled).squeeze(-1)  # (B, T)
         return {

@@ -1,5 +1,6 @@
 """A quick check that the gpu-base model trains and infers on this machine's accelerator:
 one bf16-autocast training step in each mode on random inputs, then a whole-clip inference.
+The model is the one `experiments/configs/gpu-base-short.yaml` trains (preset and overrides).
 Prints the loss, the peak GPU memory and the time; exits non-zero on any error.
 
     python experiments/gpu-base/smoke.py --device cuda
@@ -14,7 +15,10 @@ import numpy as np
 import torch
 
 from avfusion.inference import predict_posteriors
-from avfusion.model import AVTranscriber, n_frames, preset
+from avfusion.model import AVTranscriber, n_frames
+from avfusion.train import TrainConfig, model_config_for
+
+CONFIG = "experiments/configs/gpu-base-short.yaml"
 
 
 def main() -> None:
@@ -25,7 +29,7 @@ def main() -> None:
     dev = torch.device(a.device)
     n = 8 * 16000
     for mode in ("fusion", "audio", "video"):
-        model = AVTranscriber(preset("gpu-base", mode=mode)).to(dev)
+        model = AVTranscriber(model_config_for(TrainConfig.from_yaml(CONFIG, mode=mode))).to(dev)
         opt = torch.optim.AdamW(model.parameters(), 1e-3)
         audio = torch.randn(a.batch, n, device=dev) * 0.1
         video = torch.randint(0, 255, (a.batch, 242, 40, 416), device=dev, dtype=torch.uint8)
