@@ -376,6 +376,12 @@ class AVTranscriber(nn.Module):
     replaces the attention by a linear map of the concatenated audio and video tokens at the
     same (frame, key).
 
+    Heads (Onsets and Frames): onset, offset, frame (conditioned on the onset and offset
+    probabilities) and velocity per key from the shared key features, and a sustain-pedal head
+    from their pooled mean and maximum. With ``velocity_channels > 0`` (modes with audio) the
+    velocity head also reads a separate `VelocityStack` over the log-CQT, zeroed where the audio
+    is dropped or missing.
+
     Modality drop-out: in training and ``mode == "fusion"`` each sample independently loses its
     audio with probability ``p_drop_audio`` or its video with probability ``p_drop_video``
     (never both; see `draw_modality_keep`). A dropped modality's tokens are zeroed, exactly as
@@ -528,7 +534,7 @@ class AVTranscriber(nn.Module):
             Logits, model frame i centred at ``i * hop_length / sample_rate_hz`` s, key index
             MIDI − 21: ``onset``, ``frame``, ``offset``: shape (batch, T, 88) (apply a
             sigmoid for probabilities); ``velocity``: (batch, T, 88), a regression output
-            trained against velocity / 127 (no sigmoid); ``pedal``: (batch, T), sustain-pedal
+            trained against velocity / 127 (no sigmoid; read at onset frames only); ``pedal``: (batch, T), sustain-pedal
             logits.
         Raises:
             ValueError: on missing inputs or shapes that do not fit the config.
