@@ -391,7 +391,9 @@ class TranscriptionSystem(L.LightningModule):
                     f"{diff} (model, config); drop --config to use the model's own"
                 )
             self.model = start.train()
-            if want.velocity_channels != start.config.velocity_channels:
+            # the starting model's own architecture, but a config may add (or resize) a
+            # velocity stack; a config without one keeps the model's
+            if want.velocity_channels and want.velocity_channels != start.config.velocity_channels:
                 self.model = _with_velocity_stack(start, want.velocity_channels, self.cfg.init_from)
         self._frozen: list[torch.nn.Module] = []
         if self.cfg.train_only:

@@ -253,3 +253,34 @@ def test_centred_velocity_loss_ignores_each_windows_level():
     assert velocity_loss("centred", reversed_order) > 10 * velocity_loss("centred", target + shift)
     with pytest.raises(ValueError, match="velocity_loss"):
         TrainConfig(velocity_loss="l1")
+
+
+def test_init_keeps_a_velocity_stack_unless_the_config_sets_one(tmp_path):
+    """--init with a config that does not name velocity_channels keeps the starting model's
+    stack (fine-tuning a bundled model must not drop it); a config that names another size
+    rebuilds only the stack and its head."""
+    from dataclasses import asdict
+
+    import torch
+
+    from avfusion.data import DataConfig
+    from avfusion.model import AVTranscriber, preset
+    from avfusion.model.checkpoint import save_checkpoint
+    from avfusion.train import TrainConfig, TranscriptionSystem
+
+    dc = DataConfig()
+    start = AVTranscriber(preset("tiny", velocity_channels=4, rect_width_px=dc.rect_width_px,
+                                 rect_height_px=dc.rect_height_px, hop_length=dc.hop_length))  # fmt: skip
+    save_checkpoint(start, tmp_path / "start")
+    kept = TranscriptionSystem(
+        asdict(TrainConfig(model_preset="tiny", init_from=str(tmp_path / "start")))
+    )
+    assert kept.model.config.velocity_channels == 4
+    for key, value in start.state_dict().items():
+        assert torch.equal(value, kept.model.state_dict()[key]), key
+    resized = TranscriptionSystem(
+        asdict(TrainConfig(model_preset="tiny", model={"velocity_channels": 6},
+                           init_from=str(tmp_path / "start")))
+    )  # fmt: skip
+    assert resized.model.config.velocity_channels == 6
+    assert torch.equal(start.onset_head.weight, resized.model.onset_head.weight)
