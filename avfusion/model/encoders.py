@@ -136,7 +136,7 @@ class VelocityStack(nn.Module):
     Onsets and Frames (Hawthorne et al. 2018) give velocity its own acoustic stack: how hard a
     key was struck shows in the level of its partials, which features trained to detect notes
     (and layer-normed per key token here) keep poorly; with a velocity head on the shared
-    features, the cpu-small models predicted almost the same velocity for every note. Input:
+    features, the cpu-small models learnt little about velocity. Input:
     the key-aligned log-CQT and the same minus its maximum over the window (a recording's gain
     is unknown, so the level relative to the loudest bin carries the dynamics). Two 3×3 convs
     (``velocity_channels`` each) over (time, frequency) at CQT resolution, max-pooled over
