@@ -102,9 +102,14 @@ class TrainConfig:
             raise ValueError(f"val_metric={self.val_metric!r}: must be one of {VAL_METRICS}")
 
     @property
+    def val_metrics(self) -> tuple[str, ...]:
+        """The metrics validation logs: note F1, and ``val_metric`` if it is another."""
+        return tuple(dict.fromkeys(("note/f1", self.val_metric)))
+
+    @property
     def val_monitor(self) -> str:
         """The logged name of ``val_metric`` (``val/note_f1``, ``val/note_offset_velocity_f1``…)."""
-        return "val/" + self.val_metric.replace("/", "_")
+        return val_log_name(self.val_metric)
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
@@ -134,6 +139,11 @@ VAL_METRICS: tuple[str, ...] = (
     "note_offset_velocity/f1",
 )
 """Metrics (`avfusion.metrics`) that `TrainConfig.val_metric` may name."""
+
+
+def val_log_name(metric: str) -> str:
+    """The name a validation metric is logged under: ``note_offset/f1`` → ``val/note_offset_f1``."""
+    return "val/" + metric.replace("/", "_")
 
 
 BUNDLED_MODELS_DIR = Path(__file__).resolve().parent / "models"
@@ -447,10 +457,9 @@ class TranscriptionSystem(L.LightningModule):
             self._validate_one(int(index[0]), DecodeConfig(onset_threshold=t, frame_threshold=t))
             for t in VAL_THRESHOLDS
         ]
-        metrics = dict.fromkeys(("note/f1", self.cfg.val_metric))
         for k, cond in enumerate(c for c, _, _ in per_threshold[0]):
             scores = [transcription_metrics(r[k][2], r[k][1]) for r in per_threshold]
-            for metric in metrics:
+            for metric in self.cfg.val_metrics:
                 self._val_scores.setdefault((metric, cond), []).append(
                     max(m[metric] for m in scores)
                 )
@@ -523,8 +532,8 @@ class TranscriptionSystem(L.LightningModule):
         return res
 
     def on_validation_epoch_end(self) -> None:
-        for metric in dict.fromkeys(("note/f1", self.cfg.val_metric)):
-            name = "val/" + metric.replace("/", "_")
+        for metric in self.cfg.val_metrics:
+            name = val_log_name(metric)
             means = {
                 c: float(np.mean(v)) for (m, c), v in self._val_scores.items() if m == metric and v
             }

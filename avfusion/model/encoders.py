@@ -26,6 +26,21 @@ def _make_buffers_non_persistent(module: nn.Module) -> None:
         module.register_buffer(name, buf, persistent=False)
 
 
+def gather_key_offsets(x: Tensor, offsets: tuple[int, ...]) -> Tensor:
+    """Per-key features stacked with those of the keys ``offsets`` semitones away.
+
+    Args:
+        x: shape (batch, channels, n_frames, 88), key-resolution features.
+        offsets: key offsets (e.g. harmonics +12, +19, … or sub-harmonics −12, −19).
+    Returns:
+        shape (batch, channels * len(offsets), n_frames, 88): channel block j holds, at key k,
+        the features of key ``k + offsets[j]`` (zeros off the keyboard).
+    """
+    lo, hi = max(0, -min(offsets)), max(0, max(offsets))
+    padded = F.pad(x, (lo, hi))  # (B, c, T, lo + 88 + hi), 0 off the keys
+    return torch.cat([padded[..., lo + o : lo + o + N_KEYS] for o in offsets], dim=1)
+
+
 class AudioEncoder(nn.Module):
     """Log-CQT front end and a conv stack that yields one audio token per key and frame.
 
@@ -121,9 +136,7 @@ class AudioEncoder(nn.Module):
         x = self.conv_fine(x)  # (B, c/2, T, F)
         x = self.drop(self.pool(x))  # (B, c/2, T, 88)
         x = self.conv_key(x)  # (B, c, T, 88)
-        lo, hi = max(0, -min(self.offsets)), max(0, max(self.offsets))
-        padded = F.pad(self.bottleneck(x), (lo, hi))  # (B, c/2, T, lo + 88 + hi), 0 off the keys
-        stacked = torch.cat([padded[..., lo + o : lo + o + N_KEYS] for o in self.offsets], dim=1)
+        stacked = gather_key_offsets(self.bottleneck(x), self.offsets)  # (B, c/2 * n_off, T, 88)
         tokens = self.harmonic_proj(stacked.permute(0, 2, 3, 1))  # (B, T, 88, d)
         summary = torch.cat([x.mean(dim=-1), x.amax(dim=-1)], dim=1)  # (B, 2c, T)
         tokens = tokens + self.summary_proj(summary.transpose(1, 2))[:, :, None, :]
@@ -166,9 +179,7 @@ class VelocityStack(nn.Module):
         x = spec.transpose(1, 2).unsqueeze(1)  # (B, 1, T, F)
         rel = x - x.amax(dim=(2, 3), keepdim=True)
         x = self.pool(self.conv(torch.cat([x, rel], dim=1)))  # (B, c, T, 88)
-        top = max(self.HARMONICS_KEYS)
-        padded = F.pad(x, (0, top))
-        stacked = torch.cat([padded[..., o : o + N_KEYS] for o in self.HARMONICS_KEYS], dim=1)
+        stacked = gather_key_offsets(x, self.HARMONICS_KEYS)  # (B, n_features, T, 88)
         return stacked.permute(0, 2, 3, 1)  # (B, T, 88, n_features)
 
 
