@@ -6,7 +6,7 @@ APT_PACKAGES := libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont musescore-g
   chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup apt venv eval-deps test test-all lint demo models models-long models-fallback models-lowlight models-velocity clean
+.PHONY: setup apt venv eval-deps test test-all lint demo models models-long models-fallback models-lowlight models-velocity models-rescore clean
 
 setup: apt venv
 
@@ -74,8 +74,8 @@ models: data/corpus/manifest.jsonl data/noise/manifest.json
 	$(MAKE) models-fallback
 	$(MAKE) models-lowlight
 	$(MAKE) models-velocity
-	for m in fusion audio; do rm -rf avfusion/models/$$m; cp -r runs/cpu-small-$$m-velocity/model avfusion/models/$$m; done
-	rm -rf avfusion/models/video; cp -r runs/cpu-small-video-lowlight/model avfusion/models/video
+	$(MAKE) models-rescore
+	for m in fusion audio video; do rm -rf avfusion/models/$$m; cp -r runs/cpu-small-$$m-rescore/model avfusion/models/$$m; done
 	rm -rf avfusion/models/concat; cp -r runs/cpu-small-concat/model avfusion/models/concat
 
 # Stages 2 and 3 of the cpu-small models (400 steps at the cpu-small schedule, then 1000 at
@@ -134,6 +134,28 @@ models-velocity:
 	  --init runs/cpu-small-audio-fallback/model --mode audio --out runs/cpu-small-audio-velocity \
 	  --no-progress > runs/train-audio-velocity.log 2>&1; audio=$$?; \
 	wait $$fusion && test $$audio -eq 0
+
+# Stage 7 (experiments/configs/cpu-small-rescore.yaml, cpu-small-rescore-video.yaml): no
+# training; the stage-6 fusion and audio-only and the stage-5b video-only checkpoints are
+# re-exported with a note-candidate rescorer fitted on training posteriors (avfusion.rescore),
+# kept where it raises mean validation note F1. Fusion and audio-only side by side with one
+# thread each, then video-only.
+models-rescore:
+	test -f runs/cpu-small-fusion-velocity/model/config.json || { echo "run make models-velocity first"; exit 1; }
+	for m in fusion audio; do mkdir -p runs/cpu-small-$$m-rescore; \
+	  cp -r runs/cpu-small-$$m-velocity/checkpoints runs/cpu-small-$$m-velocity/logs runs/cpu-small-$$m-rescore/; done
+	mkdir -p runs/cpu-small-video-rescore
+	cp -r runs/cpu-small-video-lowlight/checkpoints runs/cpu-small-video-lowlight/logs runs/cpu-small-video-rescore/
+	OMP_NUM_THREADS=1 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-rescore.yaml \
+	  --mode fusion --out runs/cpu-small-fusion-rescore --export-only \
+	  --no-progress > runs/rescore-fusion.log 2>&1 & fusion=$$!; \
+	OMP_NUM_THREADS=1 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-rescore.yaml \
+	  --mode audio --out runs/cpu-small-audio-rescore --export-only \
+	  --no-progress > runs/rescore-audio.log 2>&1; audio=$$?; \
+	wait $$fusion && test $$audio -eq 0
+	$(VENV)/bin/avfusion train --config experiments/configs/cpu-small-rescore-video.yaml \
+	  --mode video --out runs/cpu-small-video-rescore --export-only \
+	  --no-progress > runs/rescore-video.log 2>&1
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

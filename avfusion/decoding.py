@@ -19,17 +19,25 @@ the n that maximises ``2·Σ_top-n q / (n + Σ_all q)`` — the plug-in rule for
 frame threshold is ``min(frame_threshold, the block's onset threshold)``: where the sound is
 noisy the posteriors are low everywhere, and a frame threshold tuned over the whole validation
 split would cut every note there to its minimum length.
+
+Rescored candidates (optional, `DecodeConfig.rescorer`): instead of the calibration of a peak's
+own posterior, a small classifier over the posteriors around the peak (its sub-harmonics, its
+frame posterior, the block's clarity; `avfusion.rescore`, fitted on the training split) gives
+each peak its probability of being a true onset; the plug-in rule keeps the top-n peaks of the
+block by that probability, whatever their posterior. The block's onset threshold (for the
+frame-threshold cap, and for a short last block) is the lowest posterior among the kept peaks.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from avfusion.config import MIDI_MIN, N_KEYS, check_known_keys
 from avfusion.notes import Note, Notes, PedalEvent, matched_onsets
+from avfusion.rescore import Rescorer, candidate_features
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,9 @@ class DecodeConfig:
             true onset (`fit_onset_calibration`); empty = fixed ``onset_threshold``
             everywhere. With knots, each block gets its own threshold (`onset_thresholds`).
         adaptive_block_s: length of the blocks (seconds) that get one adaptive threshold each.
+        rescorer: a candidate classifier (`avfusion.rescore.Rescorer`); set, it replaces the
+            calibration: each block keeps the onset peaks with the highest rescored
+            probability (`block_onsets`). None: no rescoring.
     """
 
     onset_threshold: float = 0.5
@@ -57,6 +68,7 @@ class DecodeConfig:
     onset_calibration_x: tuple[float, ...] = ()
     onset_calibration_y: tuple[float, ...] = ()
     adaptive_block_s: float = 30.0
+    rescorer: Rescorer | None = None
 
     def __post_init__(self) -> None:
         x, y = self.onset_calibration_x, self.onset_calibration_y
@@ -74,11 +86,13 @@ class DecodeConfig:
 
     @property
     def adaptive(self) -> bool:
-        """True when blocks get their own onset threshold (a calibration is set)."""
-        return len(self.onset_calibration_x) > 0
+        """True when blocks get their own onset threshold (a calibration or a rescorer)."""
+        return len(self.onset_calibration_x) > 0 or self.rescorer is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["rescorer"] = None if self.rescorer is None else self.rescorer.to_dict()
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
     def from_extra(cls, extra: dict[str, Any], where: str) -> DecodeConfig:
@@ -103,7 +117,10 @@ class DecodeConfig:
             values: dict[str, Any] = {
                 k: tuple(float(x) for x in v) if k.startswith("onset_calibration") else float(v)
                 for k, v in d.items()
+                if k != "rescorer"
             }
+            if d.get("rescorer") is not None:
+                values["rescorer"] = Rescorer.from_dict(d["rescorer"])
             return cls(**values)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{where}: bad extra.decode {d!r} ({exc})") from exc
@@ -143,12 +160,85 @@ def plugin_onset_threshold(onset: np.ndarray, config: DecodeConfig) -> float:
     """
     values = onset[onset_peaks(onset) & (onset >= PEAK_FLOOR)]
     q = np.interp(values, config.onset_calibration_x, config.onset_calibration_y)
-    total = float(q.sum())
-    if total < MIN_EXPECTED_ONSETS:
+    if float(q.sum()) < MIN_EXPECTED_ONSETS:
         return config.onset_threshold
-    order = np.argsort(-values, kind="stable")
-    expected_f1 = 2 * np.cumsum(q[order]) / (np.arange(1, len(q) + 1) + total)
-    return float(values[order][int(np.argmax(expected_f1))])
+    return float(values[plugin_keep(q, rank=values)].min())
+
+
+def plugin_keep(q: np.ndarray, rank: np.ndarray | None = None) -> np.ndarray:
+    """Which of a block's candidates to keep by the plug-in rule for the F-measure: the first n
+    in descending ``rank`` (default ``q``, the probability of being a true onset), n
+    maximising ``2·Σ_top-n q / (n + Σ q)`` (Lewis 1995; Nan et al. 2012).
+    q, rank: float (n,) → bool (n,)."""
+    order = np.argsort(-(q if rank is None else rank), kind="stable")
+    expected_f1 = 2 * np.cumsum(q[order]) / (np.arange(1, len(q) + 1) + float(q.sum()))
+    keep = np.zeros(len(q), bool)
+    keep[order[: int(np.argmax(expected_f1)) + 1]] = True
+    return keep
+
+
+def block_onsets(
+    onset: np.ndarray, frame: np.ndarray, config: DecodeConfig
+) -> tuple[np.ndarray, float]:
+    """The onset peaks one block may start notes at, and its onset threshold.
+
+    With a rescorer (`DecodeConfig.rescorer`): the block's candidates are rescored
+    (`avfusion.rescore.candidate_features`, `Rescorer.predict`) and `plugin_keep` picks them;
+    the threshold is the lowest onset posterior among those kept. Otherwise the threshold is
+    `plugin_onset_threshold` (with a calibration) or ``config.onset_threshold``, and every peak
+    at or above it may start a note. A block whose candidates add up to fewer than
+    `MIN_EXPECTED_ONSETS` expected true onsets keeps ``config.onset_threshold``.
+
+    Args:
+        onset, frame: float (n_frames, 88) probabilities of the block.
+        config: the decoder's thresholds.
+    Returns:
+        (admit, threshold): bool (n_frames, 88), True where a peak of the onset posterior may
+        start a note (peaks themselves are found on the whole performance: `onset_peaks`);
+        the block's onset threshold (a probability).
+    """
+    if config.rescorer is None:
+        thr = plugin_onset_threshold(onset, config) if config.adaptive else config.onset_threshold
+        return onset >= thr, thr
+    t, k, features = candidate_features(onset, frame)
+    q = config.rescorer.predict(features)
+    if float(q.sum()) < MIN_EXPECTED_ONSETS:
+        return onset >= config.onset_threshold, config.onset_threshold
+    keep = plugin_keep(q)
+    admit = np.zeros(onset.shape, bool)
+    admit[t[keep], k[keep]] = True
+    return admit, float(onset[t[keep], k[keep]].min())
+
+
+def onset_decisions(
+    onset: np.ndarray, frame: np.ndarray, config: DecodeConfig, frame_rate_hz: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """`block_onsets` over a whole performance, block by block as `onset_thresholds` splits it
+    (a last block shorter than half a block, after a full one, takes the threshold of the block
+    before it and admits every peak at or above it).
+
+    Args:
+        onset, frame: float (n_frames, 88) probabilities.
+        config: the decoder's thresholds.
+        frame_rate_hz: model frames per second.
+    Returns:
+        (thresholds float (n_frames,), admit bool (n_frames, 88)).
+    """
+    if config.rescorer is None:
+        thresholds = onset_thresholds(onset, config, frame_rate_hz)
+        return thresholds, onset >= thresholds[:, None]
+    n = onset.shape[0]
+    thresholds = np.empty(n, dtype=np.float64)
+    admit = np.zeros(onset.shape, bool)
+    block = block_frames(config, frame_rate_hz)
+    for start in range(0, n, block):
+        part = slice(start, start + block)
+        if start and n - start < block / 2:
+            thresholds[start:] = thresholds[start - 1]
+            admit[start:] = onset[start:] >= thresholds[start - 1]
+        else:
+            admit[part], thresholds[part] = block_onsets(onset[part], frame[part], config)
+    return thresholds, admit
 
 
 def onset_thresholds(onset: np.ndarray, config: DecodeConfig, frame_rate_hz: float) -> np.ndarray:
@@ -256,9 +346,9 @@ def decode_notes(
         :class:`Notes` with times in seconds.
     """
     n_frames, n_keys = onset.shape
-    thresholds = onset_thresholds(onset, config, frame_rate_hz)  # (n_frames,)
+    thresholds, admit = onset_decisions(onset, frame, config, frame_rate_hz)
     sounding = frame >= frame_thresholds(thresholds, config)[:, None]
-    peaks = (onset >= thresholds[:, None]) & onset_peaks(onset)
+    peaks = admit & onset_peaks(onset)
     min_frames = max(1, int(np.ceil(config.min_note_ms / 1000 * frame_rate_hz)))
     notes: list[Note] = []
     for k in range(n_keys):
@@ -292,9 +382,9 @@ class StreamingDecoder:
     posterior stays at or above ``frame_threshold`` (at least ``min_note_ms``) and ends at the
     next onset of the key at the latest.
 
-    With an onset calibration (`DecodeConfig.adaptive`) the frames are held until a block of
-    ``adaptive_block_s`` seconds is complete (its threshold needs all of it), so at most one
-    block of posteriors is held.
+    With an onset calibration or a rescorer (`DecodeConfig.adaptive`) the frames are held until
+    a block of ``adaptive_block_s`` seconds is complete (its threshold, or its rescored peaks,
+    need all of it), so at most one block of posteriors is held.
 
     Usage::
 
@@ -313,6 +403,7 @@ class StreamingDecoder:
         self._t = 0  # the next frame to decide on (frames before it are decided)
         self._prev_onset = np.zeros(N_KEYS)  # onset posterior of frame _t - 1
         self._held: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None  # frame _t
+        self._held_admit = np.zeros(N_KEYS, bool)  # keys whose peak at frame _t may start a note
         self._open = np.zeros(N_KEYS, bool)
         self._n_open = 0
         self._running = np.zeros(N_KEYS, bool)
@@ -342,7 +433,10 @@ class StreamingDecoder:
         if onset.shape[0] == 0:
             return
         if not self.config.adaptive:
-            self._push(onset, np.asarray(frame), velocity, pedal, self.config.onset_threshold)
+            onset_threshold = self.config.onset_threshold
+            self._push(
+                onset, np.asarray(frame), velocity, pedal, onset_threshold, onset >= onset_threshold
+            )
             return
         self._pending.append(
             (
@@ -357,8 +451,9 @@ class StreamingDecoder:
             self._push_block(self._block)
 
     def _push_block(self, n: int, threshold: float | None = None) -> None:
-        """Adaptive mode: decode the first ``n`` pending frames with their block's threshold
-        (`plugin_onset_threshold` of them, unless ``threshold`` is given)."""
+        """Adaptive mode: decode the first ``n`` pending frames with their block's threshold and
+        admitted peaks (`block_onsets` of them; with ``threshold`` given, every peak at or above
+        it)."""
         parts = self._pending
         cat = [
             None if any(p[i] is None for p in parts) else np.concatenate([p[i] for p in parts])
@@ -367,10 +462,12 @@ class StreamingDecoder:
         onset, frame, vel, pedal = cat
         assert onset is not None and frame is not None
         if threshold is None:
-            threshold = plugin_onset_threshold(onset[:n], self.config)
+            admit, threshold = block_onsets(onset[:n], frame[:n], self.config)
             self._last_threshold = threshold
+        else:
+            admit = onset[:n] >= threshold
         self._push(onset[:n], frame[:n], None if vel is None else vel[:n],
-                   None if pedal is None else pedal[:n], threshold)  # fmt: skip
+                   None if pedal is None else pedal[:n], threshold, admit)  # fmt: skip
         rest = tuple(None if a is None else a[n:] for a in cat)
         self._pending = [rest] if rest[0] is not None and len(rest[0]) else []  # type: ignore[list-item]
         self._n_pending -= n
@@ -382,8 +479,11 @@ class StreamingDecoder:
         velocity: np.ndarray | None,
         pedal: np.ndarray | None,
         threshold: float,
+        admit: np.ndarray,
     ) -> None:
-        """Decode the next frames with one onset threshold (all but the last: it is held)."""
+        """Decode the next frames with one onset threshold (it caps the frame threshold) and
+        ``admit`` bool (n, 88), the peaks that may start notes (all frames but the last: it is
+        held)."""
         n = onset.shape[0]
         vel = None if velocity is None else np.asarray(velocity)
         if pedal is not None:
@@ -400,16 +500,17 @@ class StreamingDecoder:
             on = np.concatenate([h_on[None], onset[:-1]])
             fr = np.concatenate([h_fr[None], frame[:-1]])
             vl = None if vel is None or h_vel is None else np.concatenate([h_vel[None], vel[:-1]])
+            adm = np.concatenate([self._held_admit[None], admit[:-1]])
             nxt = onset
         else:
-            on, fr, nxt = onset[:-1], frame[:-1], onset[1:]
+            on, fr, nxt, adm = onset[:-1], frame[:-1], onset[1:], admit[:-1]
             vl = None if vel is None else vel[:-1]
         if len(on):
             prev = np.concatenate([self._prev_onset[None], on[:-1]])
             thr = np.full(len(on), threshold)
             if self._held is not None:
                 thr[0] = self._held_threshold
-            peaks = (on >= thr[:, None]) & (on >= prev) & (on > nxt)
+            peaks = adm & (on >= prev) & (on > nxt)
             above = fr >= frame_thresholds(thr, self.config)[:, None]
             any_peak: np.ndarray = np.any(peaks, axis=1)
             for r in range(len(on)):
@@ -418,6 +519,7 @@ class StreamingDecoder:
                 self._t += 1
             self._prev_onset = on[-1]
         self._held = (onset[-1], frame[-1], None if vel is None else vel[-1])
+        self._held_admit = admit[-1]
         self._held_threshold = threshold
         self.n_frames += n
 
@@ -474,7 +576,7 @@ class StreamingDecoder:
             self._push_block(self._n_pending, self._last_threshold if short else None)
         if self._held is not None:
             on, fr, vel = self._held
-            peak = (on >= self._held_threshold) & (on >= self._prev_onset) & (on > 0)
+            peak = self._held_admit & (on >= self._prev_onset) & (on > 0)
             held = np.array([self._held_threshold])
             self._decide(peak, fr >= frame_thresholds(held, self.config)[0], vel)
             self._t += 1

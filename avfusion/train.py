@@ -36,6 +36,7 @@ from avfusion.data import DataConfig, WindowDataset, list_performances, load_per
 from avfusion.decoding import DecodeConfig, decode_notes, fit_onset_calibration
 from avfusion.inference import predict_posteriors
 from avfusion.metrics import transcription_metrics
+from avfusion.rescore import Rescorer, fit_rescorer
 
 
 @dataclass(frozen=True)
@@ -85,17 +86,34 @@ class TrainConfig:
     # note_offset/f1, note_velocity/f1 or note_offset_velocity/f1 (VAL_METRICS; e.g. a
     # velocity one when only the velocity stack trains)
     val_metric: str = "note/f1"
+    # note-candidate rescoring (avfusion.rescore), fitted at export on the posteriors of this
+    # many training performances (first rescorer_seconds each) under each of
+    # rescorer_conditions (val_conditions syntax; noise from the bank's train half), and kept
+    # if it raises mean validation note F1; 0: none
+    rescorer_performances: int = 0
+    rescorer_seconds: float = 30.0
+    rescorer_conditions: tuple[str, ...] = (
+        "clean", "pink@0db", "babble@0db", "music@0db", "white@-5db", "pink@-10db", "dropout@30%",
+    )  # fmt: skip
+    rescorer_hidden: int = 32
     allow_pickle: bool = False  # let the Audeo adapter read its pickled labels
 
     def __post_init__(self) -> None:
         # YAML and JSON give lists; the config is frozen and hashable-minded, so keep a tuple
         object.__setattr__(self, "val_conditions", tuple(self.val_conditions))
         object.__setattr__(self, "train_only", tuple(self.train_only))
-        for cond in self.val_conditions:  # fail at load, not after the first training steps
-            try:
-                split_val_condition(cond)
-            except ValueError as e:
-                raise ValueError(f"val_conditions: {e}") from None
+        object.__setattr__(self, "rescorer_conditions", tuple(self.rescorer_conditions))
+        for name in ("val_conditions", "rescorer_conditions"):  # fail at load, not after the
+            for cond in getattr(self, name):  # first training steps
+                try:
+                    split_val_condition(cond)
+                except ValueError as e:
+                    raise ValueError(f"{name}: {e}") from None
+        if self.rescorer_performances < 0 or self.rescorer_hidden < 1:
+            raise ValueError(
+                f"rescorer_performances={self.rescorer_performances} must be >= 0 and "
+                f"rescorer_hidden={self.rescorer_hidden} >= 1"
+            )
         if self.velocity_loss not in ("mse", "centred"):
             raise ValueError(f"velocity_loss={self.velocity_loss!r}: must be 'mse' or 'centred'")
         if self.val_metric not in VAL_METRICS:
@@ -409,7 +427,7 @@ class TranscriptionSystem(L.LightningModule):
         if self.cfg.train_only:
             self._frozen = _freeze_all_but(self.model, self.cfg.train_only)
         self._val: list[Any] | None = None
-        self._val_scores: dict[str, list[float]] = {}
+        self._val_scores: dict[tuple[str, str], list[float]] = {}
         self._val_cache: tuple[tuple[int, int], list[Any]] | None = None
         self.bank: Any = None
 
@@ -490,7 +508,12 @@ class TranscriptionSystem(L.LightningModule):
             )
         return out
 
-    def _posteriors(self, it: Any) -> list[tuple[str, dict[str, np.ndarray]]]:
+    def _posteriors(
+        self, it: Any, conditions: Sequence[str] | None = None, seconds: float | None = None
+    ) -> list[tuple[str, dict[str, np.ndarray]]]:
+        """The model's posteriors on the first ``seconds`` (default ``val_seconds``) of a loaded
+        performance under each of ``conditions`` (default ``val_conditions``; noise from the
+        bank's train half), one seeded draw per (performance, condition index)."""
         from avfusion.noise import NoiseBank, degrade
         from avfusion.noise.video import degrade_video
 
@@ -501,11 +524,11 @@ class TranscriptionSystem(L.LightningModule):
         ):
             self.bank = NoiseBank(self.cfg.noise_bank)
         sr = self.model.config.sample_rate_hz
-        n = min(len(it.audio), round(self.cfg.val_seconds * sr))
+        n = min(len(it.audio), round((seconds or self.cfg.val_seconds) * sr))
         clean = it.audio[:n]
         keep = it.times_s < n / sr + 0.5
         res = []
-        for k, cond in enumerate(self.cfg.val_conditions):
+        for k, cond in enumerate(self.cfg.val_conditions if conditions is None else conditions):
             audio_cond, video_cond = split_val_condition(cond)
             needs_bank = audio_cond.split("@")[0] in ("babble", "music", "reverb")
             if needs_bank and self.bank is None:
@@ -660,7 +683,12 @@ def train(
     system.load_state_dict(ck_meta["state_dict"], strict=True)
     system.model.to("cpu")
     system.to("cpu")
-    decode, val_metrics = tune_thresholds(system)
+    rescorer, rescorer_fit = (
+        fit_export_rescorer(system, progress) if config.rescorer_performances else (None, None)
+    )
+    decode, val_metrics = tune_thresholds(system, rescorer)
+    if rescorer_fit is not None:
+        rescorer_fit["kept"] = decode.rescorer is not None
     wall_s: float | None = round(time.perf_counter() - t0, 1)
     if export_only:  # keep the training time of an earlier export
         old = out / "model" / "config.json"
@@ -674,7 +702,7 @@ def train(
              "global_step": int(torch.load(last, map_location="cpu", weights_only=True)["global_step"])
              if export_only else trainer.global_step,
              "best_step": int(ck_meta.get("global_step", -1)),
-             "checkpoint": Path(best).name}  # fmt: skip
+             "checkpoint": Path(best).name, "rescorer_fit": rescorer_fit}  # fmt: skip
     export = save_checkpoint(system.model, out / "model", extra=extra)
     plot_learning_curves(
         out / "logs" / "metrics.csv", out / "learning_curves.png", config.val_monitor
@@ -688,26 +716,76 @@ FRAME_THRESHOLD_GRID: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 """Frame thresholds tried by `tune_thresholds` (for note-with-offset F1)."""
 
 
-def tune_thresholds(system: TranscriptionSystem) -> tuple[DecodeConfig, dict[str, float]]:
+def fit_export_rescorer(
+    system: TranscriptionSystem, progress: bool = True
+) -> tuple[Rescorer | None, dict[str, Any]]:
+    """Fit the note-candidate rescorer (`avfusion.rescore.fit_rescorer`) on the system's
+    posteriors on training performances: the first ``rescorer_performances`` of the training
+    split (seeded shuffle), first ``rescorer_seconds`` each, under each of
+    ``rescorer_conditions`` (a video-only model hears no audio: one clip per video condition).
+
+    Returns:
+        The rescorer, or None when the training clips give nothing to fit (no true or no false
+        candidate: an untrained model); and a record of the fit (performances, clips,
+        conditions, wall time in seconds, error if any) for the export's metadata.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = system.cfg
+    system.eval()
+    conditions = list(cfg.rescorer_conditions)
+    if cfg.mode == "video":  # the same posteriors under every audio condition
+        conditions = list({split_val_condition(c)[1]: c for c in conditions}.values())
+    perfs = list(split_performances(cfg, "train"))
+    order = np.random.default_rng(cfg.seed).permutation(len(perfs))
+    perfs = [perfs[i] for i in sorted(order[: cfg.rescorer_performances])]
+    dc = cfg.data_config()
+    t0 = time.perf_counter()
+    items = []
+    for perf in tqdm(perfs, desc="rescorer: training posteriors", disable=not progress):
+        it = load_performance(perf, dc, video=cfg.mode != "audio")
+        ref = _clip_notes(perf.notes(), cfg.rescorer_seconds)
+        for _, post in system._posteriors(it, conditions, cfg.rescorer_seconds):
+            items.append((post["onset"], post["frame"], ref))
+    info: dict[str, Any] = {"performances": len(perfs), "clips": len(items),
+                            "conditions": conditions, "seconds": cfg.rescorer_seconds}  # fmt: skip
+    try:
+        rescorer = fit_rescorer(
+            items, system.model.config.frame_rate_hz, cfg.rescorer_hidden, cfg.seed
+        )
+    except ValueError as exc:
+        rescorer, info["error"] = None, str(exc)
+    info["wall_s"] = round(time.perf_counter() - t0, 1)
+    return rescorer, info
+
+
+def tune_thresholds(
+    system: TranscriptionSystem, rescorer: Rescorer | None = None
+) -> tuple[DecodeConfig, dict[str, float]]:
     """Choose the decoder's thresholds on the validation split (never the test split): the
-    system's posteriors on each validation performance and condition, then `tune_decoder`."""
+    system's posteriors on each validation performance and condition, then `tune_decoder`
+    (which keeps ``rescorer`` if it raises mean validation note F1)."""
     system.eval()
     cached = []  # (condition, posteriors, reference notes) per validation clip
     for it in system._val_items():
         ref = _clip_notes(it.perf.notes(), system.cfg.val_seconds)
         cached += [(c, post, ref) for c, post in system._posteriors(it)]
-    return tune_decoder(cached, system.model.config.frame_rate_hz)
+    return tune_decoder(cached, system.model.config.frame_rate_hz, rescorer)
 
 
 def tune_decoder(
-    clips: Sequence[tuple[str, dict[str, np.ndarray], Any]], frame_rate_hz: float
+    clips: Sequence[tuple[str, dict[str, np.ndarray], Any]],
+    frame_rate_hz: float,
+    rescorer: Rescorer | None = None,
 ) -> tuple[DecodeConfig, dict[str, float]]:
     """Decoder thresholds that do best on the given clips (validation clips only).
 
     1. The onset threshold: a fixed one from `ONSET_THRESHOLD_GRID` for mean note F1 (onset
        only); then an onset calibration fitted on the same posteriors
        (`avfusion.decoding.fit_onset_calibration`), kept (one adaptive threshold per block,
-       `avfusion.decoding.onset_thresholds`) if its mean note F1 is higher.
+       `avfusion.decoding.onset_thresholds`) if its mean note F1 is higher; then ``rescorer``
+       (fitted on the training split, `fit_export_rescorer`), kept if it raises mean note F1
+       further (each block keeps its best-rescored peaks: `avfusion.decoding.block_onsets`).
     2. The frame threshold, which only sets where notes end (their onsets and pitches, so note
        F1, do not depend on it): from `FRAME_THRESHOLD_GRID` for mean note-with-offset F1
        (mir_eval: offset within 20 % of the note or 50 ms). Ties keep the lower threshold.
@@ -743,6 +821,10 @@ def tune_decoder(
         adaptive = replace(onset[1], onset_calibration_x=x, onset_calibration_y=y)
         if (f1 := mean(scores(adaptive), "note/f1")) > onset[0]:
             onset = (f1, adaptive)
+    if rescorer is not None:
+        rescored = replace(onset[1], rescorer=rescorer)
+        if (f1 := mean(scores(rescored), "note/f1")) > onset[0]:
+            onset = (f1, rescored)
     best: tuple[float, DecodeConfig, list[dict[str, float]]] = (-1.0, onset[1], [])
     for fr_t in FRAME_THRESHOLD_GRID:
         dec = replace(onset[1], frame_threshold=fr_t)

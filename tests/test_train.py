@@ -109,6 +109,22 @@ def test_train_killed_and_resumed_then_exported(tmp_path, corpus):
     assert any(r.get("val/note_f1") for r in rows)
     assert any(r.get("val/note_f1/video:lowlight@0.3") for r in rows)
     assert (out / "learning_curves.png").is_file()
+    assert meta["rescorer_fit"] is None and meta["decode"]["rescorer"] is None
+
+    # re-export with a note-candidate rescorer fitted on 2 training performances x 2 conditions
+    text = cfg.read_text() + "rescorer_performances: 2\nrescorer_seconds: 2.0\n"
+    cfg.write_text(text + "rescorer_conditions: [clean, pink@0db]\n")
+    proc = _run([*args, "--export-only"])
+    log, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, log[-3000:]
+    _, meta = load_checkpoint(out / "model")
+    fit = meta["rescorer_fit"]
+    assert (
+        fit["performances"] == 2
+        and fit["clips"] == 4
+        and fit["conditions"] == ["clean", "pink@0db"]
+    )
+    assert fit["kept"] == (meta["decode"]["rescorer"] is not None)
 
 
 def test_train_stops_at_max_time_in_audio_mode(tmp_path, corpus):

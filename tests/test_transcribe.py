@@ -24,6 +24,7 @@ from avfusion.decoding import DecodeConfig, decode_notes
 from avfusion.inference import iter_posteriors, predict_posteriors
 from avfusion.midi import read_midi
 from avfusion.model import AVTranscriber, preset, save_checkpoint
+from avfusion.rescore import N_FEATURES, Rescorer
 from avfusion.transcribe import (
     StreamingDecoder,
     TranscriptionError,
@@ -184,6 +185,14 @@ def _posteriors_like(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     }
 
 
+def _random_rescorer(seed: int) -> Rescorer:
+    rng = np.random.default_rng(seed)
+    w1 = rng.normal(size=(N_FEATURES, 4))
+    return Rescorer(mean=(0.0,) * N_FEATURES, scale=(1.0,) * N_FEATURES,
+                    w1=tuple(map(tuple, w1.tolist())), b1=(0.0,) * 4,
+                    w2=tuple(rng.normal(size=4).tolist()), b2=0.0)  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "config",
     [
@@ -202,6 +211,8 @@ def _posteriors_like(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
             )
             for knee, q, block_s in ((0.5, 0.2, 3.0), (0.9, 0.05, 8.0))
         ),
+        # rescored candidates (random weights: each block keeps an arbitrary subset of peaks)
+        DecodeConfig(0.5, 0.5, rescorer=_random_rescorer(0), adaptive_block_s=3.0),
     ],
 )
 def test_streaming_decoder_equals_decode_notes(config):
