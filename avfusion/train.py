@@ -722,7 +722,8 @@ def fit_export_rescorer(
     """Fit the note-candidate rescorer (`avfusion.rescore.fit_rescorer`) on the system's
     posteriors on training performances: the first ``rescorer_performances`` of the training
     split (seeded shuffle), first ``rescorer_seconds`` each, under each of
-    ``rescorer_conditions`` (a video-only model hears no audio: one clip per video condition).
+    ``rescorer_conditions`` (an audio-only model sees no video and a video-only one hears no
+    audio: one clip per condition of the modality it reads, the first that names it).
 
     Returns:
         The rescorer, or None when the training clips give nothing to fit (no true or no false
@@ -734,8 +735,12 @@ def fit_export_rescorer(
     cfg = system.cfg
     system.eval()
     conditions = list(cfg.rescorer_conditions)
-    if cfg.mode == "video":  # the same posteriors under every audio condition
-        conditions = list({split_val_condition(c)[1]: c for c in conditions}.values())
+    if cfg.mode != "fusion":  # one clip per condition of the modality the model reads
+        part = 0 if cfg.mode == "audio" else 1
+        first: dict[str | None, str] = {}
+        for c in conditions:
+            first.setdefault(split_val_condition(c)[part], c)
+        conditions = list(first.values())
     perfs = list(split_performances(cfg, "train"))
     order = np.random.default_rng(cfg.seed).permutation(len(perfs))
     perfs = [perfs[i] for i in sorted(order[: cfg.rescorer_performances])]
