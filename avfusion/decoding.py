@@ -178,8 +178,11 @@ def plugin_keep(q: np.ndarray, rank: np.ndarray | None = None) -> np.ndarray:
 
 
 def block_onsets(
-    onset: np.ndarray, frame: np.ndarray, config: DecodeConfig
-) -> tuple[np.ndarray, float]:
+    onset: np.ndarray,
+    frame: np.ndarray,
+    config: DecodeConfig,
+    previous: tuple[float, float | None] | None = None,
+) -> tuple[np.ndarray, float, float | None]:
     """The onset peaks one block may start notes at, and its onset threshold.
 
     With a rescorer (`DecodeConfig.rescorer`): the block's candidates are rescored
@@ -192,30 +195,46 @@ def block_onsets(
     Args:
         onset, frame: float (n_frames, 88) probabilities of the block.
         config: the decoder's thresholds.
+        previous: for a short last block, the (threshold, cut) the block before it returned:
+            the block takes that threshold and, with a rescorer and a cut, admits the
+            candidates rescored at or above the cut (too few frames for a plug-in choice of
+            its own).
     Returns:
-        (admit, threshold): bool (n_frames, 88), True where a peak of the onset posterior may
-        start a note (peaks themselves are found on the whole performance: `onset_peaks`);
-        the block's onset threshold (a probability).
+        (admit, threshold, cut): bool (n_frames, 88), True where a peak of the onset posterior
+        may start a note (peaks themselves are found on the whole performance:
+        `onset_peaks`); the block's onset threshold (a probability); with a rescorer, the
+        lowest rescored probability kept (None without one, or when the block kept the fixed
+        threshold).
     """
-    if config.rescorer is None:
+    if previous is not None:
+        thr, cut = previous
+    elif config.rescorer is None:
         thr = plugin_onset_threshold(onset, config) if config.adaptive else config.onset_threshold
-        return onset >= thr, thr
+        cut = None
+    else:
+        thr, cut = config.onset_threshold, None
+    if config.rescorer is None or (previous is not None and cut is None):
+        return onset >= thr, thr, None
     t, k, features = candidate_features(onset, frame)
     q = config.rescorer.predict(features)
-    if float(q.sum()) < MIN_EXPECTED_ONSETS:
-        return onset >= config.onset_threshold, config.onset_threshold
-    keep = plugin_keep(q)
+    if cut is not None:  # a short last block: the cut of the block before it
+        keep = q >= cut
+    elif float(q.sum()) < MIN_EXPECTED_ONSETS:
+        return onset >= thr, thr, None
+    else:
+        keep = plugin_keep(q)
+        thr, cut = float(onset[t[keep], k[keep]].min()), float(q[keep].min())
     admit = np.zeros(onset.shape, bool)
     admit[t[keep], k[keep]] = True
-    return admit, float(onset[t[keep], k[keep]].min())
+    return admit, thr, cut
 
 
 def onset_decisions(
     onset: np.ndarray, frame: np.ndarray, config: DecodeConfig, frame_rate_hz: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """`block_onsets` over a whole performance, block by block as `onset_thresholds` splits it
-    (a last block shorter than half a block, after a full one, takes the threshold of the block
-    before it and admits every peak at or above it).
+    (a last block shorter than half a block, after a full one, takes the threshold and the
+    rescored cut of the block before it).
 
     Args:
         onset, frame: float (n_frames, 88) probabilities.
@@ -231,13 +250,15 @@ def onset_decisions(
     thresholds = np.empty(n, dtype=np.float64)
     admit = np.zeros(onset.shape, bool)
     block = block_frames(config, frame_rate_hz)
+    last: tuple[float, float | None] | None = None
     for start in range(0, n, block):
         part = slice(start, start + block)
-        if start and n - start < block / 2:
-            thresholds[start:] = thresholds[start - 1]
-            admit[start:] = onset[start:] >= thresholds[start - 1]
-        else:
-            admit[part], thresholds[part] = block_onsets(onset[part], frame[part], config)
+        short = bool(start) and n - start < block / 2
+        admit[part], thr, cut = block_onsets(
+            onset[part], frame[part], config, last if short else None
+        )
+        thresholds[part] = thr
+        last = (thr, cut)
     return thresholds, admit
 
 
@@ -418,7 +439,8 @@ class StreamingDecoder:
         self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]]
         self._pending = []  # adaptive: frames of the block not yet complete
         self._n_pending = 0
-        self._last_threshold: float | None = None  # adaptive: the last full block's
+        self._last_block: tuple[float, float | None] | None = None  # adaptive: the last full
+        # block's threshold and rescored cut (`block_onsets`)
 
     def push(
         self,
@@ -450,10 +472,10 @@ class StreamingDecoder:
         while self._n_pending >= self._block:
             self._push_block(self._block)
 
-    def _push_block(self, n: int, threshold: float | None = None) -> None:
+    def _push_block(self, n: int, previous: tuple[float, float | None] | None = None) -> None:
         """Adaptive mode: decode the first ``n`` pending frames with their block's threshold and
-        admitted peaks (`block_onsets` of them; with ``threshold`` given, every peak at or above
-        it)."""
+        admitted peaks (`block_onsets` of them; ``previous``: a short last block's, from the
+        block before it)."""
         parts = self._pending
         cat = [
             None if any(p[i] is None for p in parts) else np.concatenate([p[i] for p in parts])
@@ -461,11 +483,9 @@ class StreamingDecoder:
         ]
         onset, frame, vel, pedal = cat
         assert onset is not None and frame is not None
-        if threshold is None:
-            admit, threshold = block_onsets(onset[:n], frame[:n], self.config)
-            self._last_threshold = threshold
-        else:
-            admit = onset[:n] >= threshold
+        admit, threshold, cut = block_onsets(onset[:n], frame[:n], self.config, previous)
+        if previous is None:
+            self._last_block = (threshold, cut)
         self._push(onset[:n], frame[:n], None if vel is None else vel[:n],
                    None if pedal is None else pedal[:n], threshold, admit)  # fmt: skip
         rest = tuple(None if a is None else a[n:] for a in cat)
@@ -572,8 +592,8 @@ class StreamingDecoder:
             :class:`Notes` (seconds), the same as ``decode_notes`` on all frames pushed.
         """
         if self._n_pending:  # adaptive: the last, partial block
-            short = self._last_threshold is not None and self._n_pending < self._block / 2
-            self._push_block(self._n_pending, self._last_threshold if short else None)
+            short = self._last_block is not None and self._n_pending < self._block / 2
+            self._push_block(self._n_pending, self._last_block if short else None)
         if self._held is not None:
             on, fr, vel = self._held
             peak = self._held_admit & (on >= self._prev_onset) & (on > 0)
