@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 
 from avfusion.config import MIDI_MIN, N_KEYS, check_known_keys
-from avfusion.notes import Note, Notes, PedalEvent, matched_onsets
-from avfusion.rescore import Rescorer, candidate_features
+from avfusion.notes import Note, Notes, PedalEvent
+from avfusion.rescore import Rescorer, candidate_features, label_candidates
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ def plugin_keep(q: np.ndarray, rank: np.ndarray | None = None) -> np.ndarray:
 
 def block_onsets(
     onset: np.ndarray,
-    frame: np.ndarray,
+    frame: np.ndarray | None,
     config: DecodeConfig,
     previous: tuple[float, float | None] | None = None,
 ) -> tuple[np.ndarray, float, float | None]:
@@ -193,7 +193,8 @@ def block_onsets(
     `MIN_EXPECTED_ONSETS` expected true onsets keeps ``config.onset_threshold``.
 
     Args:
-        onset, frame: float (n_frames, 88) probabilities of the block.
+        onset: float (n_frames, 88) probabilities of the block; frame: the same (only a
+            rescorer reads it; None without one).
         config: the decoder's thresholds.
         previous: for a short last block, the (threshold, cut) the block before it returned:
             the block takes that threshold and, with a rescorer and a cut, admits the
@@ -205,6 +206,8 @@ def block_onsets(
         `onset_peaks`); the block's onset threshold (a probability); with a rescorer, the
         lowest rescored probability kept (None without one, or when the block kept the fixed
         threshold).
+    Raises:
+        ValueError: a rescorer without frame posteriors.
     """
     if previous is not None:
         thr, cut = previous
@@ -215,6 +218,8 @@ def block_onsets(
         thr, cut = config.onset_threshold, None
     if config.rescorer is None or (previous is not None and cut is None):
         return onset >= thr, thr, None
+    if frame is None:
+        raise ValueError("a rescorer needs the frame posteriors (frame=None)")
     t, k, features = candidate_features(onset, frame)
     q = config.rescorer.predict(features)
     if cut is not None:  # a short last block: the cut of the block before it
@@ -230,23 +235,25 @@ def block_onsets(
 
 
 def onset_decisions(
-    onset: np.ndarray, frame: np.ndarray, config: DecodeConfig, frame_rate_hz: float
+    onset: np.ndarray, frame: np.ndarray | None, config: DecodeConfig, frame_rate_hz: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`block_onsets` over a whole performance, block by block as `onset_thresholds` splits it
-    (a last block shorter than half a block, after a full one, takes the threshold and the
-    rescored cut of the block before it).
+    """`block_onsets` over a whole performance, in blocks of ``adaptive_block_s`` seconds from
+    frame 0 (a last block shorter than half a block, after a full one, takes the threshold and
+    the rescored cut of the block before it); one block with a fixed threshold.
 
     Args:
-        onset, frame: float (n_frames, 88) probabilities.
+        onset: float (n_frames, 88) probabilities; frame: the same, or None without a rescorer.
         config: the decoder's thresholds.
         frame_rate_hz: model frames per second.
     Returns:
         (thresholds float (n_frames,), admit bool (n_frames, 88)).
+    Raises:
+        ValueError: a rescorer without frame posteriors.
     """
-    if config.rescorer is None:
-        thresholds = onset_thresholds(onset, config, frame_rate_hz)
-        return thresholds, onset >= thresholds[:, None]
     n = onset.shape[0]
+    if not config.adaptive:
+        thresholds = np.full(n, config.onset_threshold, dtype=np.float64)
+        return thresholds, onset >= config.onset_threshold
     thresholds = np.empty(n, dtype=np.float64)
     admit = np.zeros(onset.shape, bool)
     block = block_frames(config, frame_rate_hz)
@@ -255,7 +262,7 @@ def onset_decisions(
         part = slice(start, start + block)
         short = bool(start) and n - start < block / 2
         admit[part], thr, cut = block_onsets(
-            onset[part], frame[part], config, last if short else None
+            onset[part], None if frame is None else frame[part], config, last if short else None
         )
         thresholds[part] = thr
         last = (thr, cut)
@@ -266,28 +273,19 @@ def onset_thresholds(onset: np.ndarray, config: DecodeConfig, frame_rate_hz: flo
     """The onset threshold of each frame: ``config.onset_threshold`` everywhere, or with a
     calibration one `plugin_onset_threshold` per block of ``adaptive_block_s`` seconds
     (blocks start at frame 0; a last block shorter than half a block, after a full one, takes
-    the threshold of the block before it).
+    the threshold of the block before it). The thresholds of `onset_decisions`.
 
     Args:
         onset: float (n_frames, 88), onset probabilities.
-        config: the decoder's thresholds.
+        config: the decoder's thresholds (without a rescorer, which needs the frame
+            posteriors too: `onset_decisions`).
         frame_rate_hz: model frames per second.
     Returns:
         float (n_frames,).
+    Raises:
+        ValueError: ``config`` has a rescorer.
     """
-    n = onset.shape[0]
-    out = np.full(n, config.onset_threshold, dtype=np.float64)
-    if not config.adaptive:
-        return out
-    block = block_frames(config, frame_rate_hz)
-    for start in range(0, n, block):
-        if start and n - start < block / 2:
-            out[start:] = out[start - 1]
-        else:
-            out[start : start + block] = plugin_onset_threshold(
-                onset[start : start + block], config
-            )
-    return out
+    return onset_decisions(onset, None, config, frame_rate_hz)[0]
 
 
 def frame_thresholds(onset_threshold: np.ndarray, config: DecodeConfig) -> np.ndarray:
@@ -328,15 +326,9 @@ def fit_onset_calibration(
 
     values, labels = [], []
     for onset, ref in items:
-        t, k = np.nonzero(onset_peaks(onset) & (onset >= PEAK_FLOOR))  # (frame, key) order:
-        candidates = Notes.from_iterables(  # the sorted notes keep it
-            Note(i / frame_rate_hz, (i + 1) / frame_rate_hz, key + MIDI_MIN)
-            for i, key in zip(t.tolist(), k.tolist(), strict=True)
-        )
-        y = np.zeros(len(t))
-        y[sorted(matched_onsets(ref, candidates))] = 1.0
+        t, k = np.nonzero(onset_peaks(onset) & (onset >= PEAK_FLOOR))
         values.append(onset[t, k])
-        labels.append(y)
+        labels.append(label_candidates(t, k, ref, frame_rate_hz))
     x_all, y_all = np.concatenate(values), np.concatenate(labels)
     if len(np.unique(x_all)) < 2:
         raise ValueError("fit_onset_calibration: fewer than 2 distinct onset peaks to fit")

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from avfusion.decoding import DecodeConfig, decode_notes, fit_onset_calibration
+from avfusion.decoding import DecodeConfig, decode_notes, fit_onset_calibration, onset_thresholds
 from avfusion.metrics import transcription_metrics
 from avfusion.notes import Note, Notes
 from avfusion.rescore import N_FEATURES, Rescorer, candidate_features, fit_rescorer
@@ -68,6 +68,8 @@ def test_rescorer_round_trip_and_refusals():
     onset, frame, _ = _ghost_block(rng)
     features = candidate_features(onset, frame)[2]
     np.testing.assert_array_equal(back.rescorer.predict(features), rescorer.predict(features))
+    with pytest.raises(ValueError, match="frame posteriors"):  # rescoring reads the frames too
+        onset_thresholds(onset, dec, FR)
     d = rescorer.to_dict()
     with pytest.raises(ValueError, match="features"):
         Rescorer.from_dict({**d, "feature_set": "peaks-v0"})
