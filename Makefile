@@ -6,7 +6,7 @@ APT_PACKAGES := libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont musescore-g
   chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup apt venv eval-deps test test-all lint demo models models-long models-fallback models-lowlight models-velocity models-rescore clean
+.PHONY: setup apt venv eval-deps test test-all lint demo models models-long models-fallback models-lowlight models-velocity models-rescore models-rescore-cqt clean
 
 setup: apt venv
 
@@ -156,6 +156,21 @@ models-rescore:
 	$(VENV)/bin/avfusion train --config experiments/configs/cpu-small-rescore-video.yaml \
 	  --mode video --out runs/cpu-small-video-rescore --export-only \
 	  --no-progress > runs/rescore-video.log 2>&1
+
+# Stage 8: the stage-6 fusion and audio-only models re-exported with a rescorer that reads the
+# log-CQT per key as well (experiments/configs/cpu-small-rescore-cqt.yaml); both at once, one
+# thread each (about 30 min on 2 cores). The video-only model has no sound and stays stage 7's.
+models-rescore-cqt:
+	test -f runs/cpu-small-fusion-velocity/model/config.json || { echo "run make models-velocity first"; exit 1; }
+	for m in fusion audio; do mkdir -p runs/cpu-small-$$m-rescore-cqt; \
+	  cp -r runs/cpu-small-$$m-velocity/checkpoints runs/cpu-small-$$m-velocity/logs runs/cpu-small-$$m-rescore-cqt/; done
+	OMP_NUM_THREADS=1 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-rescore-cqt.yaml \
+	  --mode fusion --out runs/cpu-small-fusion-rescore-cqt --export-only \
+	  --no-progress > runs/rescore-cqt-fusion.log 2>&1 & fusion=$$!; \
+	OMP_NUM_THREADS=1 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-rescore-cqt.yaml \
+	  --mode audio --out runs/cpu-small-audio-rescore-cqt --export-only \
+	  --no-progress > runs/rescore-cqt-audio.log 2>&1; audio=$$?; \
+	wait $$fusion && test $$audio -eq 0
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

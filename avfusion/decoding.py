@@ -182,6 +182,7 @@ def block_onsets(
     frame: np.ndarray | None,
     config: DecodeConfig,
     previous: tuple[float, float | None] | None = None,
+    spec: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float, float | None]:
     """The onset peaks one block may start notes at, and its onset threshold.
 
@@ -200,6 +201,9 @@ def block_onsets(
             the block takes that threshold and, with a rescorer and a cut, admits the
             candidates rescored at or above the cut (too few frames for a plug-in choice of
             its own).
+        spec: float (n_frames, 88), the block's log-CQT per key (the model's ``key_cqt``),
+            read by a rescorer fitted on sound as well (`Rescorer.spectral`); None: no audio
+            (silence).
     Returns:
         (admit, threshold, cut): bool (n_frames, 88), True where a peak of the onset posterior
         may start a note (peaks themselves are found on the whole performance:
@@ -220,7 +224,7 @@ def block_onsets(
         return onset >= thr, thr, None
     if frame is None:
         raise ValueError("a rescorer needs the frame posteriors (frame=None)")
-    t, k, features = candidate_features(onset, frame)
+    t, k, features = candidate_features(onset, frame, spec, config.rescorer.spectral)
     q = config.rescorer.predict(features)
     if cut is not None:  # a short last block: the cut of the block before it
         keep = q >= cut
@@ -235,7 +239,11 @@ def block_onsets(
 
 
 def onset_decisions(
-    onset: np.ndarray, frame: np.ndarray | None, config: DecodeConfig, frame_rate_hz: float
+    onset: np.ndarray,
+    frame: np.ndarray | None,
+    config: DecodeConfig,
+    frame_rate_hz: float,
+    spec: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`block_onsets` over a whole performance, in blocks of ``adaptive_block_s`` seconds from
     frame 0 (a last block shorter than half a block, after a full one, takes the threshold and
@@ -245,6 +253,7 @@ def onset_decisions(
         onset: float (n_frames, 88) probabilities; frame: the same, or None without a rescorer.
         config: the decoder's thresholds.
         frame_rate_hz: model frames per second.
+        spec: float (n_frames, 88), log-CQT per key (``key_cqt``) or None (`block_onsets`).
     Returns:
         (thresholds float (n_frames,), admit bool (n_frames, 88)).
     Raises:
@@ -262,7 +271,11 @@ def onset_decisions(
         part = slice(start, start + block)
         short = bool(start) and n - start < block / 2
         admit[part], thr, cut = block_onsets(
-            onset[part], None if frame is None else frame[part], config, last if short else None
+            onset[part],
+            None if frame is None else frame[part],
+            config,
+            last if short else None,
+            None if spec is None else spec[part],
         )
         thresholds[part] = thr
         last = (thr, cut)
@@ -345,6 +358,7 @@ def decode_notes(
     frame_rate_hz: float,
     config: DecodeConfig = DecodeConfig(),
     pedal: np.ndarray | None = None,
+    spec: np.ndarray | None = None,
 ) -> Notes:
     """Turn per-key posteriors into notes.
 
@@ -355,11 +369,13 @@ def decode_notes(
         config: thresholds (with a calibration, one adaptive onset threshold per block:
             `onset_thresholds`).
         pedal: float (n_frames,), sustain-pedal probability, or None for no CC64.
+        spec: float (n_frames, 88), the log-CQT per key (the posteriors' ``key_cqt``), read by
+            a rescorer fitted on sound as well; None: no audio.
     Returns:
         :class:`Notes` with times in seconds.
     """
     n_frames, n_keys = onset.shape
-    thresholds, admit = onset_decisions(onset, frame, config, frame_rate_hz)
+    thresholds, admit = onset_decisions(onset, frame, config, frame_rate_hz, spec)
     sounding = frame >= frame_thresholds(thresholds, config)[:, None]
     peaks = admit & onset_peaks(onset)
     min_frames = max(1, int(np.ceil(config.min_note_ms / 1000 * frame_rate_hz)))
@@ -403,7 +419,8 @@ class StreamingDecoder:
 
         dec = StreamingDecoder(frame_rate_hz, DecodeConfig())
         for first_frame, post in iter_posteriors(...):
-            dec.push(post["onset"], post["frame"], post["velocity"], post["pedal"])
+            dec.push(post["onset"], post["frame"], post["velocity"], post["pedal"],
+                     post.get("key_cqt"))
         notes = dec.finish()
     """
 
@@ -428,7 +445,7 @@ class StreamingDecoder:
         self.pedal: list[PedalEvent] = []
         self._held_threshold = config.onset_threshold
         self._block = block_frames(config, frame_rate_hz)
-        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]]
+        self._pending: list[tuple[np.ndarray | None, ...]]
         self._pending = []  # adaptive: frames of the block not yet complete
         self._n_pending = 0
         self._last_block: tuple[float, float | None] | None = None  # adaptive: the last full
@@ -440,9 +457,12 @@ class StreamingDecoder:
         frame: np.ndarray,
         velocity: np.ndarray | None = None,
         pedal: np.ndarray | None = None,
+        spec: np.ndarray | None = None,
     ) -> None:
         """Add the next ``n`` frames: onset, frame float (n, 88) probabilities; velocity float
-        (n, 88) as velocity / 127 or None (64); pedal float (n,) probabilities or None."""
+        (n, 88) as velocity / 127 or None (64); pedal float (n,) probabilities or None; spec
+        float (n, 88), the log-CQT per key (``key_cqt``) for a rescorer that reads the sound,
+        or None (no audio)."""
         onset = np.asarray(onset)
         if onset.shape[0] == 0:
             return
@@ -458,6 +478,7 @@ class StreamingDecoder:
                 np.asarray(frame),
                 None if velocity is None else np.asarray(velocity),
                 None if pedal is None else np.asarray(pedal)[: onset.shape[0]],
+                None if spec is None else np.asarray(spec),
             )
         )
         self._n_pending += onset.shape[0]
@@ -471,17 +492,19 @@ class StreamingDecoder:
         parts = self._pending
         cat = [
             None if any(p[i] is None for p in parts) else np.concatenate([p[i] for p in parts])
-            for i in range(4)
+            for i in range(5)
         ]
-        onset, frame, vel, pedal = cat
+        onset, frame, vel, pedal, spec = cat
         assert onset is not None and frame is not None
-        admit, threshold, cut = block_onsets(onset[:n], frame[:n], self.config, previous)
+        admit, threshold, cut = block_onsets(
+            onset[:n], frame[:n], self.config, previous, None if spec is None else spec[:n]
+        )
         if previous is None:
             self._last_block = (threshold, cut)
         self._push(onset[:n], frame[:n], None if vel is None else vel[:n],
                    None if pedal is None else pedal[:n], threshold, admit)  # fmt: skip
         rest = tuple(None if a is None else a[n:] for a in cat)
-        self._pending = [rest] if rest[0] is not None and len(rest[0]) else []  # type: ignore[list-item]
+        self._pending = [rest] if rest[0] is not None and len(rest[0]) else []
         self._n_pending -= n
 
     def _push(

@@ -18,6 +18,14 @@ import numpy as np
 import torch
 
 HEADS: tuple[str, ...] = ("onset", "frame", "offset", "velocity", "pedal")
+"""The model's predictions (`avfusion.model.AVTranscriber.forward`)."""
+
+PROBABILITY_HEADS: tuple[str, ...] = ("onset", "frame", "offset", "pedal")
+"""The heads whose logits become probabilities (sigmoid); velocity is a regression."""
+
+OUTPUTS: tuple[str, ...] = (*HEADS, "key_cqt")
+"""What the posteriors hold: the heads, and with audio the log-CQT per key (``key_cqt``,
+(n_frames, 88), for the note-candidate rescorer: `avfusion.rescore`)."""
 
 
 def window_starts(n_samples: int, window_samples: int, hop_length: int) -> list[int]:
@@ -88,7 +96,8 @@ def predict_posteriors(
     Returns:
         Probabilities (sigmoid) for ``onset``, ``frame``, ``offset``, ``pedal`` and the raw
         ``velocity`` regression, each (n_frames, 88) (pedal: (n_frames,)), with
-        n_frames = n_samples // hop_length + 1.
+        n_frames = n_samples // hop_length + 1; with audio also ``key_cqt`` (n_frames, 88),
+        the log-CQT per key (`OUTPUTS`).
     Raises:
         ValueError: no audio and no ``n_samples``.
     """
@@ -112,7 +121,7 @@ def predict_posteriors(
             device=device,
         )
     )
-    return {k: np.concatenate([post[k] for _, post in parts]) for k in HEADS}
+    return {k: np.concatenate([post[k] for _, post in parts]) for k in parts[0][1]}
 
 
 class _SampleBuffer:
@@ -244,7 +253,8 @@ def iter_posteriors(
         (first_frame, posteriors): consecutive, non-overlapping runs of model frames covering
         frames 0 … ``n_samples // hop_length`` (frame i at ``i · hop_length / sample_rate_hz``
         s); posteriors: ``onset``, ``frame``, ``offset``, ``pedal`` probabilities (sigmoid) and
-        the raw ``velocity``, float32 (n, 88) ((n,) for pedal).
+        the raw ``velocity``, float32 (n, 88) ((n,) for pedal); with audio also ``key_cqt``
+        (n, 88), the log-CQT per key.
     Raises:
         ValueError: neither audio nor video, or a stream with nothing in it.
     """
@@ -294,9 +304,9 @@ def iter_posteriors(
                 t_batch = torch.from_numpy(np.stack([b[5] for b in batch])).to(device)  # (B, Tv)
             logits = model(a_batch, v_batch, t_batch, n_frames=n_frames_win)  # (B, T, 88) / (B, T)
             probs = {
-                k: (v.float() if k == "velocity" else torch.sigmoid(v.float())).cpu().numpy()
+                k: (torch.sigmoid(v.float()) if k in PROBABILITY_HEADS else v.float()).cpu().numpy()
                 for k, v in logits.items()
-                if k in HEADS
+                if k in OUTPUTS
             }
         for j, (s, first, last, *_rest) in enumerate(batch):
             f0 = s // hop
@@ -307,7 +317,7 @@ def iter_posteriors(
             if last:
                 assert total is not None
                 hi = min(hi, total // hop + 1)
-            chunk = {k: probs[k][j, keep_lo : keep_lo + (hi - lo)] for k in HEADS}
+            chunk = {k: v[j, keep_lo : keep_lo + (hi - lo)] for k, v in probs.items()}
             if pending is not None:
                 p_lo, p_chunk = pending
                 cut = lo - p_lo  # the later window wins where they overlap

@@ -10,6 +10,13 @@ onset peak the probability that it is a true onset; the adaptive decoder then ke
 peaks of each block by the plug-in rule for the F-measure (`avfusion.decoding`), as it does
 with the isotonic calibration of the peak's posterior alone.
 
+The posteriors cannot tell an overtone from a note played an octave above a played note: both
+are a peak over a strong sub-harmonic. The sound can: a played octave adds energy of its own,
+so the key's log-CQT rises at the onset as much as the note's below, an overtone's by what
+the lower string's partial gives. A rescorer fitted on `SPECTRAL_FEATURE_SET` also reads the
+model's log-CQT per key around each candidate (`spectral_features`; the posteriors'
+``key_cqt``).
+
 This is the supervised note-tracking stage of Valero-Mas, Benetos & Iñesta (2018, "A supervised
 classification approach for note tracking in polyphonic piano transcription", J. New Music
 Research): note candidates from a frame-level model, described by their own and their
@@ -31,7 +38,11 @@ from avfusion.config import MIDI_MIN, N_KEYS
 from avfusion.notes import Note, Notes, matched_onsets
 
 FEATURE_SET = "peaks-v1"
-"""Name of the features `candidate_features` computes; stored with a rescorer, checked at load."""
+"""Name of the posterior features `candidate_features` computes; stored with a rescorer,
+checked at load."""
+
+SPECTRAL_FEATURE_SET = "peaks-cqt-v1"
+"""Name of the posterior features plus the spectral ones (`spectral_features`)."""
 
 CONTEXT_KEYS: tuple[int, ...] = (
     -36, -31, -28, -24, -19, -17, -12, -7, -5, -2, -1, 1, 2, 5, 7, 12, 19, 24, 28, 31,
@@ -46,7 +57,22 @@ FRAME_LAGS: tuple[int, ...] = (0, 2, 5, 10)
 """Frames after the candidate at which its key's frame posterior is read."""
 
 N_FEATURES = 2 + len(FRAME_LAGS) + len(CONTEXT_KEYS) + 3 + 2 + 5
-"""Length of a candidate's feature vector."""
+"""Length of a candidate's feature vector of posteriors (`FEATURE_SET`)."""
+
+RISE_KEYS: tuple[int, ...] = (0, -12, -19, -24, -28, -31, -36, 12, 19, 24, -1, 1)
+"""Key offsets whose log-CQT rise at the candidate's onset is a spectral feature."""
+
+LEVEL_KEYS: tuple[int, ...] = (-12, -19, -24, -28, -31, -36, 12, 19, -1, 1)
+"""Key offsets whose log-CQT level the candidate's key is compared with, a frame after it."""
+
+N_SPECTRAL = len(RISE_KEYS) + len(LEVEL_KEYS) + 3
+"""Number of spectral features (`spectral_features`)."""
+
+FEATURE_SETS: dict[str, int] = {
+    FEATURE_SET: N_FEATURES,
+    SPECTRAL_FEATURE_SET: N_FEATURES + N_SPECTRAL,
+}
+"""The feature sets a rescorer may be fitted on, and their lengths."""
 
 
 def _shift_keys(a: np.ndarray, d: int) -> np.ndarray:
@@ -61,8 +87,44 @@ def _shift_keys(a: np.ndarray, d: int) -> np.ndarray:
     return out
 
 
+def spectral_features(spec: np.ndarray, t: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """What the sound says about note candidates at frames ``t``, keys ``k``.
+
+    An overtone of a played note rises with that note, in proportion to it; a note played an
+    octave above adds energy of its own at the key. From the log-CQT per key (``spec``,
+    ``log1p(gain · |CQT|)``, so differences are level ratios): the rise at the onset (the
+    largest value of frames t…t+2 minus the mean of frames t−4…t−1) of the keys at
+    `RISE_KEYS`; the key's level a frame later minus that of the keys at `LEVEL_KEYS`, minus
+    the loudest key's and minus the key's median over the block; the key's rise minus the
+    rise an octave below.
+
+    Args:
+        spec: float (n_frames, 88), the block's log-CQT per key (the model's ``key_cqt``).
+        t, k: int (n,), candidate frames and keys.
+    Returns:
+        float32 (n, `N_SPECTRAL`).
+    """
+    spec = np.asarray(spec, dtype=np.float64)
+    n = spec.shape[0]
+    i = np.arange(n)
+    after = np.max([spec[np.minimum(i + d, n - 1)] for d in range(3)], axis=0)
+    before = np.mean([spec[np.maximum(i - d, 0)] for d in range(1, 5)], axis=0)
+    rise = after - before  # (n_frames, 88)
+    rows = np.arange(len(t))
+    level = spec[np.minimum(t + 1, n - 1)]  # (n, 88): each candidate's frame
+    own = level[rows, k]
+    cols = [_shift_keys(rise, d)[t, k] for d in RISE_KEYS]
+    cols += [own - _shift_keys(level, d)[rows, k] for d in LEVEL_KEYS]
+    cols += [own - level.max(axis=1), own - np.median(spec, axis=0)[k],
+             rise[t, k] - _shift_keys(rise, -12)[t, k]]  # fmt: skip
+    return np.stack(cols, axis=1).astype(np.float32)
+
+
 def candidate_features(
-    onset: np.ndarray, frame: np.ndarray
+    onset: np.ndarray,
+    frame: np.ndarray,
+    spec: np.ndarray | None = None,
+    spectral: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Describe every note candidate of one block of posteriors.
 
@@ -75,11 +137,19 @@ def candidate_features(
     share and rate of peaks ≥ 0.5 and 90th percentile of peak posteriors (how clear the block
     is: noise lowers them); the number of keys with a peak within ±2 frames; k / 88.
 
+    With ``spectral``, the `spectral_features` of ``spec`` follow (`SPECTRAL_FEATURE_SET`);
+    without audio (``spec`` None: a fusion model run on the video alone) they are those of
+    silence.
+
     Args:
         onset, frame: float (n_frames, 88) probabilities of one block.
+        spec: float (n_frames, 88), the block's log-CQT per key (``key_cqt``), or None.
+        spectral: append the spectral features.
     Returns:
         (t, k, X): frames int (n,), keys int (n,) in (frame, key) order, features float32
-        (n, `N_FEATURES`).
+        (n, `N_FEATURES`, + `N_SPECTRAL` with ``spectral``).
+    Raises:
+        ValueError: ``spec`` is not shaped like ``onset``.
     """
     from scipy.ndimage import maximum_filter1d
 
@@ -90,8 +160,13 @@ def candidate_features(
     n_frames = onset.shape[0]
     peaks = onset_peaks(onset) & (onset >= PEAK_FLOOR)
     t, k = np.nonzero(peaks)
+    width = N_FEATURES + (N_SPECTRAL if spectral else 0)
+    if spectral:
+        spec = np.zeros_like(onset) if spec is None else np.asarray(spec, dtype=np.float64)
+        if spec.shape != onset.shape:
+            raise ValueError(f"key_cqt of shape {spec.shape}: expected {onset.shape}")
     if not len(t):
-        return t, k, np.zeros((0, N_FEATURES), np.float32)
+        return t, k, np.zeros((0, width), np.float32)
     p = onset[t, k]
     near = maximum_filter1d(onset, 5, axis=0)  # ±2 frames
     cols = [p, np.log((p + 1e-6) / (1 - p + 1e-6))]
@@ -111,7 +186,11 @@ def candidate_features(
         busy[t],
         k / N_KEYS,
     ]
-    return t, k, np.stack(cols, axis=1).astype(np.float32)
+    x = np.stack(cols, axis=1).astype(np.float32)
+    if spectral:
+        assert spec is not None
+        x = np.hstack([x, spectral_features(spec, t, k)])
+    return t, k, x
 
 
 @dataclass(frozen=True)
@@ -119,10 +198,13 @@ class Rescorer:
     """A fitted candidate classifier: standardisation, one hidden ReLU layer, a sigmoid.
 
     Attributes:
-        mean, scale: per-feature standardisation (length `N_FEATURES`).
-        w1: hidden weights, shape (`N_FEATURES`, hidden) as rows; b1: (hidden,).
+        mean, scale: per-feature standardisation (length n_features: `FEATURE_SETS`).
+        w1: hidden weights, shape (n_features, hidden) as rows; b1: (hidden,).
         w2: output weights (hidden,); b2: output bias.
-        feature_set: the features it was fitted on (`FEATURE_SET`).
+        feature_set: the features it was fitted on (`FEATURE_SET`, or
+            `SPECTRAL_FEATURE_SET` for posteriors and sound).
+    Raises:
+        ValueError: an unknown feature set, or weights of the wrong shapes.
     """
 
     mean: tuple[float, ...]
@@ -134,24 +216,30 @@ class Rescorer:
     feature_set: str = FEATURE_SET
 
     def __post_init__(self) -> None:
-        if self.feature_set != FEATURE_SET:
+        if self.feature_set not in FEATURE_SETS:
             raise ValueError(
                 f"rescorer fitted on features {self.feature_set!r}; this version computes "
-                f"{FEATURE_SET!r} (re-export the model)"
+                f"{' or '.join(map(repr, FEATURE_SETS))} (re-export the model)"
             )
         hidden = len(self.b1)
+        n_features = FEATURE_SETS[self.feature_set]
         shapes_ok = (
-            len(self.mean) == len(self.scale) == len(self.w1) == N_FEATURES
+            len(self.mean) == len(self.scale) == len(self.w1) == n_features
             and all(len(row) == hidden for row in self.w1)
             and len(self.w2) == hidden
             and hidden > 0
         )
         if not shapes_ok:
             raise ValueError(
-                f"rescorer: weights do not fit {N_FEATURES} features (mean {len(self.mean)}, "
+                f"rescorer: weights do not fit {n_features} features (mean {len(self.mean)}, "
                 f"scale {len(self.scale)}, w1 {len(self.w1)} rows, b1 {len(self.b1)}, "
                 f"w2 {len(self.w2)})"
             )
+
+    @property
+    def spectral(self) -> bool:
+        """Whether it reads the sound too (`SPECTRAL_FEATURE_SET`), not only the posteriors."""
+        return self.feature_set == SPECTRAL_FEATURE_SET
 
     @cached_property
     def _arrays(self) -> tuple[np.ndarray, ...]:
@@ -159,7 +247,7 @@ class Rescorer:
                 np.asarray(self.b1), np.asarray(self.w2))  # fmt: skip
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        """P(true onset) per candidate. features: float (n, `N_FEATURES`) → float (n,)."""
+        """P(true onset) per candidate. features: float (n, n_features) → float (n,)."""
         mean, scale, w1, b1, w2 = self._arrays
         h = np.maximum(((features - mean) / scale) @ w1 + b1, 0.0)
         return 1.0 / (1.0 + np.exp(-(h @ w2 + self.b2)))
@@ -202,19 +290,23 @@ def label_candidates(
 
 
 def fit_rescorer(
-    items: Sequence[tuple[np.ndarray, np.ndarray, Notes]],
+    items: Sequence[tuple[Any, ...]],
     frame_rate_hz: float,
     hidden: int = 32,
     seed: int = 0,
+    spectral: bool = False,
 ) -> Rescorer:
     """Fit a `Rescorer` on posteriors of the training split (never validation or test).
 
     Args:
-        items: (onset, frame float (n_frames, 88), reference notes) per clip; each clip is one
-            block (the decoder computes features per block of ``adaptive_block_s`` seconds).
+        items: (onset, frame float (n_frames, 88), reference notes[, key_cqt (n_frames, 88)
+            or None]) per clip; each clip is one block (the decoder computes features per
+            block of ``adaptive_block_s`` seconds).
         frame_rate_hz: model frames per second.
         hidden: hidden units.
         seed: the classifier's random state.
+        spectral: fit on the posteriors and the sound (`SPECTRAL_FEATURE_SET`; a clip without
+            ``key_cqt`` counts as silent), else on the posteriors alone (`FEATURE_SET`).
     Returns:
         The fitted rescorer (scikit-learn ``MLPClassifier``, Adam, early stopping on a 10 %
         hold-out of the candidates).
@@ -223,12 +315,13 @@ def fit_rescorer(
     """
     from sklearn.neural_network import MLPClassifier
 
+    feature_set = SPECTRAL_FEATURE_SET if spectral else FEATURE_SET
     xs, ys = [], []
-    for onset, frame, ref in items:
-        t, k, x = candidate_features(onset, frame)
+    for onset, frame, ref, *spec in items:
+        t, k, x = candidate_features(onset, frame, spec[0] if spec else None, spectral)
         xs.append(x)
         ys.append(label_candidates(t, k, ref, frame_rate_hz))
-    x_all = np.concatenate(xs) if xs else np.zeros((0, N_FEATURES), np.float32)
+    x_all = np.concatenate(xs) if xs else np.zeros((0, FEATURE_SETS[feature_set]), np.float32)
     y_all = np.concatenate(ys) if ys else np.zeros(0)
     if len(np.unique(y_all)) < 2:
         raise ValueError(
@@ -249,4 +342,5 @@ def fit_rescorer(
         b1=tuple(b1.astype(np.float64).tolist()),
         w2=tuple(w2[:, 0].astype(np.float64).tolist()),
         b2=float(b2[0]),
+        feature_set=feature_set,
     )

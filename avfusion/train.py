@@ -96,6 +96,10 @@ class TrainConfig:
         "clean", "pink@0db", "babble@0db", "music@0db", "white@-5db", "pink@-10db", "dropout@30%",
     )  # fmt: skip
     rescorer_hidden: int = 32
+    # what the rescorer reads: "posteriors", or "posteriors+cqt" (also the log-CQT per key
+    # around each candidate: avfusion.rescore.spectral_features; a video-only model has no
+    # sound to read and keeps the posteriors)
+    rescorer_features: str = "posteriors"
     allow_pickle: bool = False  # let the Audeo adapter read its pickled labels
 
     def __post_init__(self) -> None:
@@ -113,6 +117,11 @@ class TrainConfig:
             raise ValueError(
                 f"rescorer_performances={self.rescorer_performances} must be >= 0 and "
                 f"rescorer_hidden={self.rescorer_hidden} >= 1"
+            )
+        if self.rescorer_features not in ("posteriors", "posteriors+cqt"):
+            raise ValueError(
+                f"rescorer_features={self.rescorer_features!r}: must be 'posteriors' or "
+                "'posteriors+cqt'"
             )
         if self.velocity_loss not in ("mse", "centred"):
             raise ValueError(f"velocity_loss={self.velocity_loss!r}: must be 'mse' or 'centred'")
@@ -498,6 +507,7 @@ class TranscriptionSystem(L.LightningModule):
                 self.model.config.frame_rate_hz,
                 decode,
                 post["pedal"],
+                post.get("key_cqt"),
             )
             out.append(
                 (
@@ -728,7 +738,8 @@ def fit_export_rescorer(
     Returns:
         The rescorer, or None when the training clips give nothing to fit (no true or no false
         candidate: an untrained model); and a record of the fit (performances, clips,
-        conditions, wall time in seconds, error if any) for the export's metadata.
+        conditions, feature set, wall time in seconds, error if any) for the export's
+        metadata.
     """
     from tqdm.auto import tqdm
 
@@ -751,12 +762,14 @@ def fit_export_rescorer(
         it = load_performance(perf, dc, video=cfg.mode != "audio")
         ref = _clip_notes(perf.notes(), cfg.rescorer_seconds)
         for _, post in system._posteriors(it, conditions, cfg.rescorer_seconds):
-            items.append((post["onset"], post["frame"], ref))
+            items.append((post["onset"], post["frame"], ref, post.get("key_cqt")))
+    spectral = cfg.rescorer_features == "posteriors+cqt" and cfg.mode != "video"
     info: dict[str, Any] = {"performances": len(perfs), "clips": len(items),
-                            "conditions": conditions, "seconds": cfg.rescorer_seconds}  # fmt: skip
+                            "conditions": conditions, "seconds": cfg.rescorer_seconds,
+                            "features": "posteriors+cqt" if spectral else "posteriors"}  # fmt: skip
     try:
         rescorer = fit_rescorer(
-            items, system.model.config.frame_rate_hz, cfg.rescorer_hidden, cfg.seed
+            items, system.model.config.frame_rate_hz, cfg.rescorer_hidden, cfg.seed, spectral
         )
     except ValueError as exc:
         rescorer, info["error"] = None, str(exc)
@@ -797,7 +810,8 @@ def tune_decoder(
 
     Args:
         clips: (condition, posteriors with ``onset``, ``frame`` and ``velocity`` of shape
-            (n_frames, 88), reference :class:`~avfusion.notes.Notes`) per clip.
+            (n_frames, 88) and, with audio, ``key_cqt`` (read by a rescorer fitted on sound),
+            reference :class:`~avfusion.notes.Notes`) per clip.
         frame_rate_hz: model frames per second.
     Returns:
         The chosen config and its mean scores per condition: ``note_f1/<condition>`` and
@@ -806,7 +820,7 @@ def tune_decoder(
 
     def scores(dec: DecodeConfig) -> list[dict[str, float]]:  # the metrics of each clip
         return [
-            transcription_metrics(ref, decode_notes(p["onset"], p["frame"], p["velocity"], frame_rate_hz, dec))
+            transcription_metrics(ref, decode_notes(p["onset"], p["frame"], p["velocity"], frame_rate_hz, dec, spec=p.get("key_cqt")))
             for _, p, ref in clips
         ]  # fmt: skip
 

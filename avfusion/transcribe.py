@@ -578,7 +578,9 @@ def transcribe(
                                            window_s=window_s, batch_size=batch_size, device=dev,
                                            on_window=count_window):  # fmt: skip
             assert first == frames_done, "posteriors out of order"
-            decoder.push(post["onset"], post["frame"], post["velocity"], post["pedal"])
+            decoder.push(
+                post["onset"], post["frame"], post["velocity"], post["pedal"], post.get("key_cqt")
+            )
             frames_done += len(post["onset"])
             if bar is not None:
                 step_s = len(post["onset"]) / cfg.frame_rate_hz

@@ -359,6 +359,7 @@ class AvfusionSystem:
             self.model.config.frame_rate_hz,
             self.decode_config,
             post["pedal"],
+            post.get("key_cqt"),
         )
 
 

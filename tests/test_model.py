@@ -53,8 +53,10 @@ def make_batch(
 
 
 def check_outputs(out: dict[str, torch.Tensor], batch: int, n_out: int) -> None:
-    assert set(out) == set(HEADS)
-    for name in ("onset", "frame", "offset", "velocity"):
+    assert set(out) - {"key_cqt"} == set(HEADS)
+    for name in ("onset", "frame", "offset", "velocity", "key_cqt"):
+        if name not in out:  # key_cqt: only with audio (test_output_shapes)
+            continue
         assert out[name].shape == (batch, n_out, 88), name
     assert out["pedal"].shape == (batch, n_out)
     for name, value in out.items():
@@ -112,6 +114,13 @@ def test_output_shapes(mode: str, fusion: str) -> None:
         else:
             out = model(audio, video, times)
     check_outputs(out, 2, n_out)
+    assert ("key_cqt" in out) == (mode != "video")  # what the rescorer reads of the sound
+    if mode != "video":  # the largest of each key's CQT bins
+        spec = model.audio_encoder.log_cqt(audio)
+        bps = cfg.bins_per_semitone
+        key = 40
+        expected = spec[:, key * bps : (key + 1) * bps].amax(dim=1)  # (B, T)
+        torch.testing.assert_close(out["key_cqt"][:, :, key], expected)
 
 
 def test_gru_temporal_and_missing_inputs() -> None:

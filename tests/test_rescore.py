@@ -6,10 +6,23 @@ import json
 import numpy as np
 import pytest
 
-from avfusion.decoding import DecodeConfig, decode_notes, fit_onset_calibration, onset_thresholds
+from avfusion.decoding import (
+    DecodeConfig,
+    StreamingDecoder,
+    decode_notes,
+    fit_onset_calibration,
+    onset_thresholds,
+)
 from avfusion.metrics import transcription_metrics
 from avfusion.notes import Note, Notes
-from avfusion.rescore import N_FEATURES, Rescorer, candidate_features, fit_rescorer
+from avfusion.rescore import (
+    N_FEATURES,
+    N_SPECTRAL,
+    Rescorer,
+    candidate_features,
+    fit_rescorer,
+    spectral_features,
+)
 
 FR = 31.25
 
@@ -111,3 +124,66 @@ def test_a_short_last_block_keeps_the_rescored_cut_of_the_block_before():
     tail = [onset[round(n.onset_s * FR), n.pitch - 21] for n in notes if n.onset_s * FR >= 300]
     assert 0.5 in tail and 0.9 in tail and 0.7 not in tail
     assert transcription_metrics(ref, notes)["note/f1"] > 0.95
+
+
+def _octave_block(
+    rng: np.random.Generator, n: int = 400
+) -> tuple[np.ndarray, np.ndarray, Notes, np.ndarray]:
+    """Posteriors and log-CQT per key of one block: true notes (onset 0.9), each with a peak
+    an octave above at 0.7 that is a played octave (true) for half of them and an overtone
+    (false) for the other half. The posteriors of the two kinds are the same; in the sound a
+    played octave rises as much as the note below it, an overtone a third as much."""
+    onset, frame, spec = np.zeros((n, 88)), np.zeros((n, 88)), np.zeros((n, 88))
+    truth = []
+    for j, t in enumerate(range(8, n - 10, 9)):
+        k = int(rng.integers(10, 60))
+        played = j % 2 == 0
+        onset[t, k], onset[t, k + 12] = 0.9, 0.7
+        frame[t : t + 6, [k, k + 12]] = 0.8
+        spec[t : t + 4, k] = 3.0  # silent again before the next onset (9 frames on)
+        spec[t : t + 4, k + 12] = 3.0 if played else 1.0
+        truth.append(Note(t / FR, (t + 6) / FR, k + 21, 64))
+        if played:
+            truth.append(Note(t / FR, (t + 6) / FR, k + 33, 64))
+    return onset, frame, Notes.from_iterables(truth), spec
+
+
+def test_spectral_features_measure_the_rise_at_the_onset():
+    onset, frame, _, spec = _octave_block(np.random.default_rng(5))
+    t, k, x = candidate_features(onset, frame, spec, spectral=True)
+    assert x.shape == (len(t), N_FEATURES + N_SPECTRAL) and np.all(np.isfinite(x))
+    np.testing.assert_array_equal(x[:, N_FEATURES:], spectral_features(spec, t, k))
+    rise = x[:, N_FEATURES]  # the key's own rise: the largest of t..t+2 minus the mean before
+    np.testing.assert_allclose(rise, spec[t, k])
+    octave = x[:, -1]  # the key's rise minus the rise an octave below
+    upper = onset[t, k] == 0.7
+    assert set(np.round(octave[upper], 6)) == {0.0, -2.0}  # played octaves, overtones
+    silent = candidate_features(onset, frame, None, spectral=True)[2]  # no audio: silence
+    np.testing.assert_array_equal(silent[:, N_FEATURES:], 0.0)
+    with pytest.raises(ValueError, match="key_cqt"):
+        candidate_features(onset, frame, spec[:-1], spectral=True)
+
+
+def test_a_rescorer_that_hears_tells_played_octaves_from_overtones():
+    rng = np.random.default_rng(6)
+    train = [_octave_block(rng) for _ in range(12)]
+    blind = fit_rescorer([(o, f, ref) for o, f, ref, _ in train], FR)
+    hearing = fit_rescorer(train, FR, spectral=True)
+    assert hearing.spectral and not blind.spectral
+    back = Rescorer.from_dict(json.loads(json.dumps(hearing.to_dict())))
+    assert back == hearing and back.spectral
+    for onset, frame, ref, spec in (_octave_block(rng) for _ in range(3)):  # fresh blocks
+        f1 = {
+            name: transcription_metrics(
+                ref, decode_notes(onset, frame, None, FR, DecodeConfig(rescorer=r), spec=spec)
+            )["note/f1"]
+            for name, r in (("blind", blind), ("hearing", hearing))
+        }
+        assert f1["hearing"] == 1.0
+        assert f1["blind"] <= 0.9  # the same posteriors: all upper peaks or none (0.86)
+        # streaming, in uneven runs of frames, gives the batch decoder's notes
+        dec = DecodeConfig(rescorer=hearing, adaptive_block_s=150 / FR)
+        stream = StreamingDecoder(FR, dec)
+        for lo, hi in ((0, 37), (37, 200), (200, 400)):
+            stream.push(onset[lo:hi], frame[lo:hi], None, None, spec[lo:hi])
+        assert stream.finish() == decode_notes(onset, frame, None, FR, dec, spec=spec)

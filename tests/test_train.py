@@ -111,8 +111,10 @@ def test_train_killed_and_resumed_then_exported(tmp_path, corpus):
     assert (out / "learning_curves.png").is_file()
     assert meta["rescorer_fit"] is None and meta["decode"]["rescorer"] is None
 
-    # re-export with a note-candidate rescorer fitted on 2 training performances x 2 conditions
+    # re-export with a note-candidate rescorer fitted on 2 training performances x 2 conditions,
+    # reading the sound too (the posteriors' log-CQT per key)
     text = cfg.read_text() + "rescorer_performances: 2\nrescorer_seconds: 2.0\n"
+    text += "rescorer_features: posteriors+cqt\n"
     cfg.write_text(text + "rescorer_conditions: [clean, pink@0db]\n")
     proc = _run([*args, "--export-only"])
     log, _ = proc.communicate(timeout=600)
@@ -123,8 +125,11 @@ def test_train_killed_and_resumed_then_exported(tmp_path, corpus):
         fit["performances"] == 2
         and fit["clips"] == 4
         and fit["conditions"] == ["clean", "pink@0db"]
+        and fit["features"] == "posteriors+cqt"
     )
     assert fit["kept"] == (meta["decode"]["rescorer"] is not None)
+    if fit["kept"]:
+        assert meta["decode"]["rescorer"]["feature_set"] == "peaks-cqt-v1"
 
 
 def test_train_stops_at_max_time_in_audio_mode(tmp_path, corpus):
@@ -206,6 +211,8 @@ def test_train_only_and_val_metric_are_checked():
 
     with pytest.raises(ValueError, match="val_metric"):
         TrainConfig(val_metric="note/accuracy")
+    with pytest.raises(ValueError, match="rescorer_features"):
+        TrainConfig(rescorer_features="posteriors+mel")
     model = AVTranscriber(preset("tiny"))
     with pytest.raises(ValueError, match="velocity_stak"):
         _freeze_all_but(model, ("velocity_stak",))

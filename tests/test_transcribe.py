@@ -24,7 +24,7 @@ from avfusion.decoding import DecodeConfig, decode_notes
 from avfusion.inference import iter_posteriors, predict_posteriors
 from avfusion.midi import read_midi
 from avfusion.model import AVTranscriber, preset, save_checkpoint
-from avfusion.rescore import N_FEATURES, Rescorer
+from avfusion.rescore import FEATURE_SETS, SPECTRAL_FEATURE_SET, Rescorer
 from avfusion.transcribe import (
     StreamingDecoder,
     TranscriptionError,
@@ -182,15 +182,17 @@ def _posteriors_like(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         "frame": frame,
         "velocity": rng.random((n, 88)),
         "pedal": (np.sin(np.arange(n) / 7.0) > 0.3) * 0.9,
+        "key_cqt": 3 * rng.random((n, 88)),
     }
 
 
-def _random_rescorer(seed: int) -> Rescorer:
+def _random_rescorer(seed: int, feature_set: str = "peaks-v1") -> Rescorer:
     rng = np.random.default_rng(seed)
-    w1 = rng.normal(size=(N_FEATURES, 4))
-    return Rescorer(mean=(0.0,) * N_FEATURES, scale=(1.0,) * N_FEATURES,
+    n = FEATURE_SETS[feature_set]
+    w1 = rng.normal(size=(n, 4))
+    return Rescorer(mean=(0.0,) * n, scale=(1.0,) * n,
                     w1=tuple(map(tuple, w1.tolist())), b1=(0.0,) * 4,
-                    w2=tuple(rng.normal(size=4).tolist()), b2=0.0)  # fmt: skip
+                    w2=tuple(rng.normal(size=4).tolist()), b2=0.0, feature_set=feature_set)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -213,12 +215,18 @@ def _random_rescorer(seed: int) -> Rescorer:
         ),
         # rescored candidates (random weights: each block keeps an arbitrary subset of peaks)
         DecodeConfig(0.5, 0.5, rescorer=_random_rescorer(0), adaptive_block_s=3.0),
+        # ... that also read the log-CQT per key (key_cqt)
+        DecodeConfig(
+            0.5, 0.5, rescorer=_random_rescorer(1, SPECTRAL_FEATURE_SET), adaptive_block_s=3.0
+        ),
     ],
 )
 def test_streaming_decoder_equals_decode_notes(config):
     rng = np.random.default_rng(3)
     post = _posteriors_like(rng, 700)
-    ref = decode_notes(post["onset"], post["frame"], post["velocity"], FR, config, post["pedal"])
+    keys = ("onset", "frame", "velocity", "pedal", "key_cqt")
+    ref = decode_notes(post["onset"], post["frame"], post["velocity"], FR, config, post["pedal"],
+                       post["key_cqt"])  # fmt: skip
     assert len(ref) > 100 and ref.pedal
     for sizes in ([700], [1] * 700, list(rng.integers(1, 60, 40))):
         dec = StreamingDecoder(FR, config)
@@ -226,10 +234,10 @@ def test_streaming_decoder_equals_decode_notes(config):
         for n in sizes:
             if i >= 700:
                 break
-            dec.push(*(post[k][i : i + n] for k in ("onset", "frame", "velocity", "pedal")))
+            dec.push(*(post[k][i : i + n] for k in keys))
             i += n
         if i < 700:
-            dec.push(*(post[k][i:] for k in ("onset", "frame", "velocity", "pedal")))
+            dec.push(*(post[k][i:] for k in keys))
         assert dec.finish() == ref
 
 

@@ -535,7 +535,8 @@ class AVTranscriber(nn.Module):
             MIDI − 21: ``onset``, ``frame``, ``offset``: shape (batch, T, 88) (apply a
             sigmoid for probabilities); ``velocity``: (batch, T, 88), a regression output
             trained against velocity / 127 (no sigmoid; read at onset frames only); ``pedal``: (batch, T), sustain-pedal
-            logits.
+            logits; with audio also ``key_cqt``: (batch, T, 88), the log-CQT per key
+            (`key_spectrum`; an input feature for the decoder, not a prediction).
         Raises:
             ValueError: on missing inputs or shapes that do not fit the config.
         """
@@ -603,13 +604,27 @@ class AVTranscriber(nn.Module):
             velocity = self.velocity_head(torch.cat([h, vel_features], dim=-1)).squeeze(-1)
         pooled = torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=-1)  # (B, T, 2d)
         pedal = self.pedal_head(pooled).squeeze(-1)  # (B, T)
-        return {
+        out = {
             "onset": onset,
             "frame": frame,
             "offset": offset,
             "velocity": velocity,
             "pedal": pedal,
         }
+        if spec is not None:  # what the note-candidate rescorer reads of the sound
+            out["key_cqt"] = self.key_spectrum(spec)
+        return out
+
+    def key_spectrum(self, spec: Tensor) -> Tensor:
+        """The log-CQT per key: the largest of each key's ``bins_per_semitone`` bins.
+
+        spec: (batch, n_bins, T) (`AudioEncoder.log_cqt`) → float32 (batch, T, 88), units of
+        ``log1p(cqt_log_gain · |CQT|)``. Not trained: read by `avfusion.rescore` (spectral
+        features of note candidates).
+        """
+        b, _, t = spec.shape
+        bps = self.config.bins_per_semitone
+        return spec.float().view(b, N_KEYS, bps, t).amax(dim=2).transpose(1, 2)
 
     def n_parameters(self) -> int:
         """Number of trainable parameters."""
