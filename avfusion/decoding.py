@@ -59,6 +59,11 @@ class DecodeConfig:
         rescorer: a candidate classifier (`avfusion.rescore.Rescorer`); set, it replaces the
             calibration: each block keeps the onset peaks with the highest rescored
             probability (`block_onsets`). None: no rescoring.
+        frame_cap_quantile: with a rescorer, the block's onset threshold (which caps its frame
+            threshold) is this quantile of the onset posteriors of the peaks it keeps; 0: the
+            lowest of them. A rescorer that keeps a few peaks of low posterior (a quiet note
+            an octave above a loud one) would otherwise lower the frame threshold of the
+            whole block and draw its notes out.
     """
 
     onset_threshold: float = 0.5
@@ -69,6 +74,7 @@ class DecodeConfig:
     onset_calibration_y: tuple[float, ...] = ()
     adaptive_block_s: float = 30.0
     rescorer: Rescorer | None = None
+    frame_cap_quantile: float = 0.0
 
     def __post_init__(self) -> None:
         x, y = self.onset_calibration_x, self.onset_calibration_y
@@ -83,6 +89,10 @@ class DecodeConfig:
             raise ValueError("DecodeConfig: onset calibration y knots must lie in [0, 1]")
         if not self.adaptive_block_s > 0:
             raise ValueError(f"DecodeConfig: adaptive_block_s={self.adaptive_block_s} must be > 0")
+        if not 0.0 <= self.frame_cap_quantile <= 1.0:
+            raise ValueError(
+                f"DecodeConfig: frame_cap_quantile={self.frame_cap_quantile} must lie in [0, 1]"
+            )
 
     @property
     def adaptive(self) -> bool:
@@ -188,7 +198,8 @@ def block_onsets(
 
     With a rescorer (`DecodeConfig.rescorer`): the block's candidates are rescored
     (`avfusion.rescore.candidate_features`, `Rescorer.predict`) and `plugin_keep` picks them;
-    the threshold is the lowest onset posterior among those kept. Otherwise the threshold is
+    the threshold is the ``frame_cap_quantile`` quantile of the onset posteriors of those kept
+    (0: the lowest). Otherwise the threshold is
     `plugin_onset_threshold` (with a calibration) or ``config.onset_threshold``, and every peak
     at or above it may start a note. A block whose candidates add up to fewer than
     `MIN_EXPECTED_ONSETS` expected true onsets keeps ``config.onset_threshold``.
@@ -232,7 +243,9 @@ def block_onsets(
         return onset >= thr, thr, None
     else:
         keep = plugin_keep(q)
-        thr, cut = float(onset[t[keep], k[keep]].min()), float(q[keep].min())
+        kept = onset[t[keep], k[keep]]
+        thr = float(np.quantile(kept, config.frame_cap_quantile))  # 0: the lowest
+        cut = float(q[keep].min())
     admit = np.zeros(onset.shape, bool)
     admit[t[keep], k[keep]] = True
     return admit, thr, cut

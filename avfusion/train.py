@@ -725,6 +725,10 @@ ONSET_THRESHOLD_GRID: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0
 FRAME_THRESHOLD_GRID: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 """Frame thresholds tried by `tune_thresholds` (for note-with-offset F1)."""
 
+FRAME_CAP_QUANTILE_GRID: tuple[float, ...] = (0.0, 0.1, 0.25)
+"""With a rescorer, the quantiles of a block's kept onset posteriors tried as the cap of its
+frame threshold (`avfusion.decoding.DecodeConfig.frame_cap_quantile`)."""
+
 
 def fit_export_rescorer(
     system: TranscriptionSystem, progress: bool = True
@@ -806,7 +810,9 @@ def tune_decoder(
        further (each block keeps its best-rescored peaks: `avfusion.decoding.block_onsets`).
     2. The frame threshold, which only sets where notes end (their onsets and pitches, so note
        F1, do not depend on it): from `FRAME_THRESHOLD_GRID` for mean note-with-offset F1
-       (mir_eval: offset within 20 % of the note or 50 ms). Ties keep the lower threshold.
+       (mir_eval: offset within 20 % of the note or 50 ms), and with a rescorer the quantile
+       of the kept peaks' posteriors that caps it in each block (`FRAME_CAP_QUANTILE_GRID`,
+       `avfusion.decoding.DecodeConfig.frame_cap_quantile`). Ties keep the lower values.
 
     Args:
         clips: (condition, posteriors with ``onset``, ``frame`` and ``velocity`` of shape
@@ -845,11 +851,13 @@ def tune_decoder(
         if (f1 := mean(scores(rescored), "note/f1")) > onset[0]:
             onset = (f1, rescored)
     best: tuple[float, DecodeConfig, list[dict[str, float]]] = (-1.0, onset[1], [])
-    for fr_t in FRAME_THRESHOLD_GRID:
-        dec = replace(onset[1], frame_threshold=fr_t)
-        ms = scores(dec)
-        if (f1 := mean(ms, "note_offset/f1")) > best[0]:
-            best = (f1, dec, ms)
+    caps = FRAME_CAP_QUANTILE_GRID if onset[1].rescorer is not None else (0.0,)
+    for cap in caps:
+        for fr_t in FRAME_THRESHOLD_GRID:
+            dec = replace(onset[1], frame_threshold=fr_t, frame_cap_quantile=cap)
+            ms = scores(dec)
+            if (f1 := mean(ms, "note_offset/f1")) > best[0]:
+                best = (f1, dec, ms)
     per_cond: dict[str, list[dict[str, float]]] = {}
     for (c, _, _), m in zip(clips, best[2], strict=True):
         per_cond.setdefault(c, []).append(m)

@@ -17,6 +17,14 @@ estimated note left unmatched (a false positive) is put in the first class that 
 - ``timing``: a reference note of the same pitch starts within 200 ms (too early or late).
 - ``other``.
 
+Every reference note left unmatched (a miss) is put in the first class that fits it:
+
+- ``missed:over-partial``: another reference note starts within 50 ms at a pitch below it by
+  an interval of the harmonic series: the note sat on an overtone of a played note (an octave
+  played with its lower note, say), where a system that rejects overtones drops it too.
+- ``missed:fast-repeat``: a reference note of the same pitch starts up to 200 ms before it.
+- ``missed:other``.
+
 Writes ``errors.csv`` (tidy: system, condition, class, count, share of the false positives)
 under ``--out`` (default: the run folder) and prints one table per condition.
 """
@@ -40,6 +48,7 @@ HARMONIC_INTERVALS = (12, 19, 24, 28, 31, 34, 36)
 """Semitones from a fundamental to its partials 2..8 (rounded: 12·log2(k))."""
 
 CLASSES = ("harmonic", "subharmonic", "neighbour", "repeat", "timing", "other")
+MISS_CLASSES = ("missed:over-partial", "missed:fast-repeat", "missed:other")
 ONSET_TOLERANCE_S = 0.05
 TIMING_WINDOW_S = 0.2
 
@@ -60,6 +69,34 @@ def classify_false_positives(reference: Notes, estimate: Notes) -> tuple[Counter
         if j not in matched:
             counts[_class_of(note.onset_s, note.pitch, ref)] += 1
     return counts, len(matched), len(ref)
+
+
+def classify_misses(reference: Notes, estimate: Notes) -> Counter[str]:
+    """Class each reference note that ``estimate`` misses (onset matching as the note metrics
+    do) into `MISS_CLASSES` (see the module docstring). Returns the count per class."""
+    import mir_eval
+
+    ref = list(reference)
+    found: set[int] = set()
+    if len(reference) and len(estimate):  # the reference side of the metrics' matching
+        ref_i, ref_p, _ = reference.to_mir_eval()
+        est_i, est_p, _ = estimate.to_mir_eval()
+        pairs = mir_eval.transcription.match_notes(ref_i, ref_p, est_i, est_p, offset_ratio=None)
+        found = {i for i, _ in pairs}
+    counts: Counter[str] = Counter({c: 0 for c in MISS_CLASSES})
+    for i, note in enumerate(ref):
+        if i in found:
+            continue
+        below = [n.pitch - note.pitch for n in ref
+                 if n is not note and abs(n.onset_s - note.onset_s) <= ONSET_TOLERANCE_S]  # fmt: skip
+        if any(-d in HARMONIC_INTERVALS for d in below):
+            counts["missed:over-partial"] += 1
+        elif any(n.pitch == note.pitch and 0 < note.onset_s - n.onset_s <= TIMING_WINDOW_S
+                 for n in ref):  # fmt: skip
+            counts["missed:fast-repeat"] += 1
+        else:
+            counts["missed:other"] += 1
+    return counts
 
 
 def _class_of(onset_s: float, pitch: int, ref: list) -> str:
@@ -87,7 +124,7 @@ def breakdown(
     Returns:
         rows ``{system, condition, class, count, share}``, plus per (system, condition) the
         rows of class ``matched`` and ``missed`` (false negatives), share = their share of the
-        reference notes.
+        reference notes, and the rows of `MISS_CLASSES`, share = their share of the misses.
     Raises:
         FileNotFoundError: no ``run.json`` or no cache under ``run_dir``.
         ValueError: the run is on a dataset adapter (only corpus runs are read), or a named
@@ -124,15 +161,16 @@ def breakdown(
                 print(f"note: {folder}: no cached outputs, skipped", file=sys.stderr)  # reuses
                 continue  # its clean output there and caches nothing under the condition
             total: Counter[str] = Counter({c: 0 for c in CLASSES})
+            misses: Counter[str] = Counter({c: 0 for c in MISS_CLASSES})
             n_matched = n_ref = 0
             for path in files:
                 piece = path.name.split(".")[0]
                 if piece not in refs:  # read once for all systems and conditions
                     refs[piece] = first_notes(perfs[piece].notes(), end_of(piece))
-                counts, m, r = classify_false_positives(
-                    refs[piece], first_notes(read_midi(path), end_of(piece))
-                )
+                est = first_notes(read_midi(path), end_of(piece))
+                counts, m, r = classify_false_positives(refs[piece], est)
                 total.update(counts)
+                misses.update(classify_misses(refs[piece], est))
                 n_matched, n_ref = n_matched + m, n_ref + r
             n_fp = sum(total.values())
             for c in CLASSES:
@@ -148,6 +186,10 @@ def breakdown(
             for c, k in (("matched", n_matched), ("missed", n_ref - n_matched)):
                 rows.append({"system": system, "condition": cond, "class": c, "count": k,
                              "share": k / n_ref if n_ref else 0.0})  # fmt: skip
+            n_missed = n_ref - n_matched
+            for c in MISS_CLASSES:
+                rows.append({"system": system, "condition": cond, "class": c, "count": misses[c],
+                             "share": misses[c] / n_missed if n_missed else 0.0})  # fmt: skip
     missing = [c for c in conditions or [] if not any(r["condition"] == c for r in rows)]
     if missing or not rows:
         raise ValueError(f"{cache}: no cached outputs under {missing or 'any condition'}")
@@ -175,12 +217,14 @@ def main(argv: list[str] | None = None) -> None:
         w.writeheader()
         w.writerows(rows)
     for cond in dict.fromkeys(str(r["condition"]) for r in rows):
-        print(f"\n{cond}: false positives by class (share), matched and missed notes")
-        print(f"{'system':<26}" + "".join(f"{c:>13}" for c in (*CLASSES, "matched", "missed")))
+        print(f"\n{cond}: false positives by class (share), matched and missed notes, "
+              "misses by class (share of misses)")  # fmt: skip
+        cols = (*CLASSES, "matched", "missed", *MISS_CLASSES)
+        print(f"{'system':<26}" + "".join(f"{c.removeprefix('missed:'):>13}" for c in cols))
         for system in dict.fromkeys(str(r["system"]) for r in rows if r["condition"] == cond):
             sel = {r["class"]: r for r in rows if r["condition"] == cond and r["system"] == system}
             print(f"{system:<26}" + "".join(
-                f"{sel[c]['count']:>6} ({sel[c]['share']:.2f})" for c in (*CLASSES, "matched", "missed")))  # fmt: skip
+                f"{sel[c]['count']:>6} ({sel[c]['share']:.2f})" for c in cols))  # fmt: skip
     print(f"\nwrote {out / 'errors.csv'}")
 
 

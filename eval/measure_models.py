@@ -8,7 +8,8 @@ Each (performance, condition) is degraded with a seed derived from both, drawing
 bank's test half (its train half with ``--split validation``, so that a choice made there never
 hears the test noise); a ``video:…`` part of a condition degrades the rectified frames
 (:mod:`avfusion.noise.video`). Thresholds are those tuned on validation and stored with each
-model.
+model. When the split's performances come from more than one soundfont (validation: the two
+training soundfonts), the record also gives each soundfont's mean (``by_soundfont``).
 """
 
 from __future__ import annotations
@@ -133,6 +134,10 @@ def main(argv: list[str] | None = None) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="avfusion-measure-"))
     t0 = time.perf_counter()
     for perf in perfs:
+        meta_path = perf.folder / "meta.json"
+        soundfont = (
+            json.loads(meta_path.read_text()).get("soundfont") if meta_path.is_file() else None
+        )
         it = load_performance(perf, dc)
         n = min(len(it.audio), round(args.seconds * dc.sample_rate_hz))
         ref = Notes.from_iterables(
@@ -164,8 +169,9 @@ def main(argv: list[str] | None = None) -> None:
                 est = system.transcribe(clip)
                 m = transcription_metrics(ref, est, system.model.config.frame_rate_hz)
                 rows.append(
-                    {"piece": perf.id, "condition": cond, "system": f"avfusion-{mode}", **m}
-                )
+                    {"piece": perf.id, "condition": cond, "system": f"avfusion-{mode}",
+                     "soundfont": soundfont, **m}
+                )  # fmt: skip
                 if mode == "video":
                     video_rows[bc.video] = rows[-1]
         print(f"{perf.id}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -176,6 +182,17 @@ def main(argv: list[str] | None = None) -> None:
         for cond in args.conditions:
             sel = [r for r in rows if r["system"] == system and r["condition"] == cond]
             summary[system][cond] = {k: float(np.mean([r[k] for r in sel])) for k in METRIC_KEYS}
+    soundfonts = sorted({str(r["soundfont"]) for r in rows if r.get("soundfont")})
+    by_soundfont: dict[str, dict[str, dict[str, float]]] = {}
+    if len(soundfonts) > 1:
+        for system in summary:
+            for cond in args.conditions:
+                for sf in soundfonts:
+                    sel = [r for r in rows if (r["system"], r["condition"], r.get("soundfont"))
+                           == (system, cond, sf)]  # fmt: skip
+                    by_soundfont.setdefault(system, {}).setdefault(cond, {})[sf] = float(
+                        np.mean([r["note/f1"] for r in sel])
+                    )
     args.out.mkdir(parents=True, exist_ok=True)
     record = {
         "targets": targets(summary),
@@ -185,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
         "models": {m: {"run": str(r), "decode": meta.get("decode"), "validation": meta.get("validation"),
                        "train_wall_s": meta.get("train_wall_s"), "global_step": meta.get("global_step"),
                        "train_config": meta.get("train_config")} for m, (_, meta, r) in models.items()},
-        "summary": summary, "per_piece": rows,
+        "summary": summary, "by_soundfont": by_soundfont, "per_piece": rows,
     }  # fmt: skip
     with atomic_path(args.out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(record, indent=1) + "\n")
@@ -200,6 +217,10 @@ def main(argv: list[str] | None = None) -> None:
             for s in summary
         )
         print(f"{cond:<14}{cells}")
+    for system, conds in by_soundfont.items():
+        for cond, per in conds.items():
+            print(f"{system} {cond} note F1 by soundfont: "
+                  + ", ".join(f"{sf} {v:.3f}" for sf, v in per.items()))  # fmt: skip
     for t in record["targets"]:
         print(f"{'met' if t['met'] else 'NOT met':>8}  {t['target']}: {t['value']:+.3f}")
 

@@ -498,7 +498,8 @@ def test_error_breakdown_classes_each_false_positive(tmp_path, corpus, capsys):
         Note(0.9, 1.0, 105, 64),  # nowhere near anything
     ]
     missing = ref[1]
-    est = Notes.from_iterables([n for n in ref if n is not missing] + extra)
+    # and the last melody note: a miss with nothing below it and no repeat before it
+    est = Notes.from_iterables([n for n in ref if n is not missing and n is not high] + extra)
     run = tmp_path / "run"
     (run / "cache" / "sys" / "clean").mkdir(parents=True)
     write_midi(est, run / "cache" / "sys" / "clean" / "piece-a.mid")
@@ -506,8 +507,13 @@ def test_error_breakdown_classes_each_false_positive(tmp_path, corpus, capsys):
 
     errors.main([str(run)])
     got = {r["class"]: r["count"] for r in csv.DictReader(open(run / "errors.csv"))}
+    near = [n.pitch - missing.pitch for n in ref
+            if n is not missing and abs(n.onset_s - missing.onset_s) <= 0.05]  # fmt: skip
+    over_partial = any(-d in errors.HARMONIC_INTERVALS for d in near)
     assert got == {"harmonic": "1", "subharmonic": "1", "neighbour": "0", "repeat": "1",
-                   "timing": "0", "other": "1", "matched": str(len(ref) - 1), "missed": "1"}  # fmt: skip
+                   "timing": "0", "other": "1", "matched": str(len(ref) - 2), "missed": "2",
+                   "missed:over-partial": str(int(over_partial)), "missed:fast-repeat": "0",
+                   "missed:other": str(2 - int(over_partial))}  # fmt: skip
     assert "harmonic" in capsys.readouterr().out
     with pytest.raises(SystemExit) as info:
         errors.main([str(tmp_path)])  # not a run folder
@@ -515,6 +521,19 @@ def test_error_breakdown_classes_each_false_positive(tmp_path, corpus, capsys):
     with pytest.raises(SystemExit) as info:
         errors.main([str(run), "--conditions", "clean", "pink@0db"])  # nothing under pink@0db
     assert info.value.code == 2 and "pink@0db" in capsys.readouterr().err
+
+
+def test_misses_are_classed_by_what_was_played_with_them():
+    from avfusion.notes import Note
+    from eval.errors import classify_misses
+
+    c4, c5 = Note(1.0, 1.5, 60, 64), Note(1.01, 1.5, 72, 64)  # an octave played together
+    d4, d4_again = Note(2.0, 2.1, 62, 64), Note(2.15, 2.3, 62, 64)  # a fast repeat
+    e4 = Note(3.0, 3.5, 64, 64)
+    ref = Notes.from_iterables([c4, c5, d4, d4_again, e4])
+    got = classify_misses(ref, Notes.from_iterables([c4, d4]))
+    assert got == {"missed:over-partial": 1, "missed:fast-repeat": 1, "missed:other": 1}
+    assert sum(classify_misses(ref, ref).values()) == 0
 
 
 def test_measure_models_routes_audio_and_video_conditions(tmp_path, corpus, bank, monkeypatch):

@@ -187,3 +187,24 @@ def test_a_rescorer_that_hears_tells_played_octaves_from_overtones():
         for lo, hi in ((0, 37), (37, 200), (200, 400)):
             stream.push(onset[lo:hi], frame[lo:hi], None, None, spec[lo:hi])
         assert stream.finish() == decode_notes(onset, frame, None, FR, dec, spec=spec)
+
+
+def test_frame_cap_quantile_sets_the_block_threshold_from_the_kept_peaks():
+    """With a rescorer, a block's onset threshold (the cap of its frame threshold) is a
+    quantile of the onset posteriors of the peaks it keeps: the lowest by default, so one quiet
+    kept note lowers it for the whole block; a higher quantile does not follow it down."""
+    from avfusion.decoding import block_onsets
+
+    rng = np.random.default_rng(7)
+    rescorer = fit_rescorer([_ghost_block(rng) for _ in range(12)], FR)
+    onset, frame, _ = _ghost_block(rng)  # kept: loud notes at 0.9, quiet ones at 0.5
+    thresholds = {}
+    for q in (0.0, 0.75):
+        dec = DecodeConfig(rescorer=rescorer, frame_cap_quantile=q)
+        admit, thresholds[q], _ = block_onsets(onset, frame, dec)
+        assert set(onset[admit & (onset > 0)]) == {0.9, 0.5}  # the same peaks either way
+        back = DecodeConfig.from_extra(json.loads(json.dumps({"decode": dec.to_dict()})), "m")
+        assert back == dec
+    assert thresholds == {0.0: 0.5, 0.75: 0.9}
+    with pytest.raises(ValueError, match="frame_cap_quantile"):
+        DecodeConfig(frame_cap_quantile=1.5)
