@@ -52,12 +52,12 @@ demo: setup
 # runs (run in parallel, one thread each: about 1 h on 2 cores), the concat-fusion ablation (about
 # 45 min; stage 1 only), stages 2 and 3 of the three modes (`models-long`, about 1 h 45 min),
 # stage 4 (`models-fallback`, about 45 min), stage 5b (`models-lowlight`, about 35 min), stage 6
-# (`models-velocity`, about 25 min), stage 7 (`models-rescore`, about 30 min), stage 8
-# (`models-rescore-cqt`, about 30 min), then copy each exported model into the package: fusion
-# and audio-only from stage 8 (stage 6's weights: a velocity stack on stage 5b's fusion and
-# stage 4's audio-only model, each the better of stages 4 and 5b on validation:
-# experiments/runs/cpu-small-lowlight; re-exported with a rescorer that reads the log-CQT too),
-# video-only from stage 7 (stage 5b's weights with a posterior-only rescorer).
+# (`models-velocity`, about 25 min), stage 7 (`models-rescore`, about 30 min), then copy each
+# exported model into the package: stage 7's (fusion and audio-only: stage 6's weights, a
+# velocity stack on stage 5b's fusion and stage 4's audio-only model, each the better of stages
+# 4 and 5b on validation: experiments/runs/cpu-small-lowlight; video-only: stage 5b's weights;
+# all three re-exported with a note-candidate rescorer). Stage 8 (`models-rescore-cqt`) is an
+# experiment, not bundled: experiments/runs/cpu-small-rescore-cqt/README.md.
 data/corpus/manifest.jsonl: | setup
 	$(VENV)/bin/avfusion synth --out data/corpus --hours 2 --seed 0 --workers 2
 
@@ -77,9 +77,7 @@ models: data/corpus/manifest.jsonl data/noise/manifest.json
 	$(MAKE) models-lowlight
 	$(MAKE) models-velocity
 	$(MAKE) models-rescore
-	$(MAKE) models-rescore-cqt
-	for m in fusion audio; do rm -rf avfusion/models/$$m; cp -r runs/cpu-small-$$m-rescore-cqt/model avfusion/models/$$m; done
-	rm -rf avfusion/models/video; cp -r runs/cpu-small-video-rescore/model avfusion/models/video
+	for m in fusion audio video; do rm -rf avfusion/models/$$m; cp -r runs/cpu-small-$$m-rescore/model avfusion/models/$$m; done
 	rm -rf avfusion/models/concat; cp -r runs/cpu-small-concat/model avfusion/models/concat
 
 # Stages 2 and 3 of the cpu-small models (400 steps at the cpu-small schedule, then 1000 at
@@ -161,9 +159,10 @@ models-rescore:
 	  --mode video --out runs/cpu-small-video-rescore --export-only \
 	  --no-progress > runs/rescore-video.log 2>&1
 
-# Stage 8: the stage-6 fusion and audio-only models re-exported with a rescorer that reads the
-# log-CQT per key as well (experiments/configs/cpu-small-rescore-cqt.yaml); both at once, one
-# thread each (about 30 min on 2 cores). The video-only model has no sound and stays stage 7's.
+# Stage 8 (an experiment, not bundled: experiments/runs/cpu-small-rescore-cqt/README.md): the
+# stage-6 fusion and audio-only models re-exported with a rescorer that reads the log-CQT per
+# key as well (experiments/configs/cpu-small-rescore-cqt.yaml); both at once, one thread each
+# (about 30 min on 2 cores).
 models-rescore-cqt:
 	test -f runs/cpu-small-fusion-velocity/model/config.json || { echo "run make models-velocity first"; exit 1; }
 	for m in fusion audio; do mkdir -p runs/cpu-small-$$m-rescore-cqt; \
