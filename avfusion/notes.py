@@ -127,16 +127,23 @@ class Notes:
         return write_midi(self, path)
 
 
-def matched_onsets(reference: Notes, estimate: Notes) -> set[int]:
-    """Indices (into ``estimate.notes``) of the estimated notes that the ``note/…`` metrics of
+def matched_pairs(reference: Notes, estimate: Notes) -> list[tuple[int, int]]:
+    """(reference index, estimate index) of the note pairs that the ``note/…`` metrics of
     `avfusion.metrics` count as correct: mir_eval's one-to-one matching of onsets (within
     50 ms) and pitches (within 50 cents), offsets ignored
-    (``mir_eval.transcription.match_notes``)."""
+    (``mir_eval.transcription.match_notes``). Indices are into ``reference.notes`` and
+    ``estimate.notes``."""
     import mir_eval
 
     if not len(reference) or not len(estimate):
-        return set()
+        return []
     ref_i, ref_p, _ = reference.to_mir_eval()
     est_i, est_p, _ = estimate.to_mir_eval()
     pairs = mir_eval.transcription.match_notes(ref_i, ref_p, est_i, est_p, offset_ratio=None)
-    return {j for _, j in pairs}
+    return [(int(i), int(j)) for i, j in pairs]
+
+
+def matched_onsets(reference: Notes, estimate: Notes) -> set[int]:
+    """Indices (into ``estimate.notes``) of the estimated notes that the ``note/…`` metrics
+    count as correct (`matched_pairs`)."""
+    return {j for _, j in matched_pairs(reference, estimate)}

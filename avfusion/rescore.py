@@ -113,10 +113,10 @@ def spectral_features(spec: np.ndarray, t: np.ndarray, k: np.ndarray) -> np.ndar
     rows = np.arange(len(t))
     level = spec[np.minimum(t + 1, n - 1)]  # (n, 88): each candidate's frame
     own = level[rows, k]
-    cols = [_shift_keys(rise, d)[t, k] for d in RISE_KEYS]
+    rises = {d: _shift_keys(rise, d)[t, k] for d in RISE_KEYS}
+    cols = list(rises.values())
     cols += [own - _shift_keys(level, d)[rows, k] for d in LEVEL_KEYS]
-    cols += [own - level.max(axis=1), own - np.median(spec, axis=0)[k],
-             rise[t, k] - _shift_keys(rise, -12)[t, k]]  # fmt: skip
+    cols += [own - level.max(axis=1), own - np.median(spec, axis=0)[k], rises[0] - rises[-12]]
     return np.stack(cols, axis=1).astype(np.float32)
 
 

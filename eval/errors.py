@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from avfusion.fileio import atomic_path
-from avfusion.notes import Notes, matched_onsets
+from avfusion.notes import Notes, matched_pairs
 from eval.run import first_notes
 
 HARMONIC_INTERVALS = (12, 19, 24, 28, 31, 34, 36)
@@ -53,17 +53,21 @@ ONSET_TOLERANCE_S = 0.05
 TIMING_WINDOW_S = 0.2
 
 
-def classify_false_positives(reference: Notes, estimate: Notes) -> tuple[Counter[str], int, int]:
+def classify_false_positives(
+    reference: Notes, estimate: Notes, pairs: list[tuple[int, int]] | None = None
+) -> tuple[Counter[str], int, int]:
     """Match ``estimate`` to ``reference`` as the note metrics do (onsets only,
-    `avfusion.notes.matched_onsets`) and class each unmatched estimate.
+    `avfusion.notes.matched_pairs`) and class each unmatched estimate.
 
     Args:
         reference, estimate: notes with times in seconds.
+        pairs: their `avfusion.notes.matched_pairs`, if the caller has them already.
     Returns:
         (count per class of `CLASSES`, number of matched notes, number of reference notes).
     """
     ref = list(reference)
-    matched = matched_onsets(reference, estimate)
+    pairs = matched_pairs(reference, estimate) if pairs is None else pairs
+    matched = {j for _, j in pairs}
     counts: Counter[str] = Counter({c: 0 for c in CLASSES})
     for j, note in enumerate(estimate):
         if j not in matched:
@@ -71,18 +75,15 @@ def classify_false_positives(reference: Notes, estimate: Notes) -> tuple[Counter
     return counts, len(matched), len(ref)
 
 
-def classify_misses(reference: Notes, estimate: Notes) -> Counter[str]:
+def classify_misses(
+    reference: Notes, estimate: Notes, pairs: list[tuple[int, int]] | None = None
+) -> Counter[str]:
     """Class each reference note that ``estimate`` misses (onset matching as the note metrics
-    do) into `MISS_CLASSES` (see the module docstring). Returns the count per class."""
-    import mir_eval
-
+    do: `avfusion.notes.matched_pairs`, or ``pairs`` if the caller has them) into
+    `MISS_CLASSES` (see the module docstring). Returns the count per class."""
     ref = list(reference)
-    found: set[int] = set()
-    if len(reference) and len(estimate):  # the reference side of the metrics' matching
-        ref_i, ref_p, _ = reference.to_mir_eval()
-        est_i, est_p, _ = estimate.to_mir_eval()
-        pairs = mir_eval.transcription.match_notes(ref_i, ref_p, est_i, est_p, offset_ratio=None)
-        found = {i for i, _ in pairs}
+    pairs = matched_pairs(reference, estimate) if pairs is None else pairs
+    found = {i for i, _ in pairs}
     counts: Counter[str] = Counter({c: 0 for c in MISS_CLASSES})
     for i, note in enumerate(ref):
         if i in found:
@@ -168,9 +169,10 @@ def breakdown(
                 if piece not in refs:  # read once for all systems and conditions
                     refs[piece] = first_notes(perfs[piece].notes(), end_of(piece))
                 est = first_notes(read_midi(path), end_of(piece))
-                counts, m, r = classify_false_positives(refs[piece], est)
+                pairs = matched_pairs(refs[piece], est)  # once for both breakdowns
+                counts, m, r = classify_false_positives(refs[piece], est, pairs)
                 total.update(counts)
-                misses.update(classify_misses(refs[piece], est))
+                misses.update(classify_misses(refs[piece], est, pairs))
                 n_matched, n_ref = n_matched + m, n_ref + r
             n_fp = sum(total.values())
             for c in CLASSES:
