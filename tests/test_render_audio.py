@@ -51,5 +51,5 @@ def test_a_soundfont_is_found_by_name_in_any_case_or_by_path(tmp_path):
     assert find_soundfont(SOUNDFONTS["timgm6mb"]) == ("TimGM6mb", SOUNDFONTS["timgm6mb"])
     params = draw_audio_params(np.random.default_rng(0), "train", soundfont="FLUIDR3")
     assert params.soundfont == "fluidr3"
-    with pytest.raises(FileNotFoundError, match="fluidr3, musescore, timgm6mb"):
+    with pytest.raises(FileNotFoundError, match="csound-gm, fluidr3, merlin, musescore, timgm6mb"):
         find_soundfont("steinway")
