@@ -375,9 +375,9 @@ def timbre_audio(perf: Performance, soundfont: str, n_samples: int | None = None
     synthesiser (reverb, EQ, stereo mix, level; ``meta.json``). Cached under
     ``<cache>/timbre/<soundfont>/<split>/<id>.npy``.
 
-    Timbre augmentation: the test split's piano is never heard in training, and a model
-    trained on two pianos transcribes an unseen one worse (audio-only note F1 0.900 on the
-    validation pianos, 0.872 on the test piano; README, *The bundled models*).
+    Timbre augmentation (the test split's piano is never heard in training), and with
+    ``eval.swap_piano`` a diagnosis of piece against piano; measured in
+    ``experiments/runs/cpu-small-timbre``.
 
     Args:
         perf: a performance of the synthetic corpus (its folder holds ``meta.json``).
@@ -521,6 +521,11 @@ class WindowDataset(Dataset):
     ):
         from avfusion.noise import DegradationSampler, SamplerConfig
 
+        if not 0.0 <= cfg.p_timbre <= 1.0 or (cfg.p_timbre > 0 and not cfg.timbre_soundfonts):
+            raise ValueError(
+                f"p_timbre {cfg.p_timbre}: must be in [0, 1], and above 0 only with "
+                f"timbre_soundfonts (given {list(cfg.timbre_soundfonts)})"
+            )
         self.cfg = cfg
         self.train = train
         self.seed = seed
@@ -530,11 +535,6 @@ class WindowDataset(Dataset):
             raise ValueError(f"{root}: no performances in split {split!r}")
         self.video = video
         self.items = [load_performance(p, cfg, video=video) for p in perfs]
-        if not 0.0 <= cfg.p_timbre <= 1.0 or (cfg.p_timbre > 0 and not cfg.timbre_soundfonts):
-            raise ValueError(
-                f"p_timbre {cfg.p_timbre}: must be in [0, 1], and above 0 only with "
-                f"timbre_soundfonts (given {list(cfg.timbre_soundfonts)})"
-            )
         if train and cfg.p_timbre > 0:
             from tqdm.auto import tqdm
 
