@@ -625,7 +625,12 @@ def train(
 ) -> Path:
     """Train a model, resuming from ``out/checkpoints/last.ckpt`` if it exists, then tune
     thresholds on validation and export the best model to ``out/model/`` (safetensors + JSON).
-    With ``export_only``, skip training: re-tune and re-export the run's best checkpoint.
+    With ``export_only``, skip training: re-tune and re-export the run's best checkpoint, or,
+    when the run has none and ``config.init_from`` names a model, that model's weights as they
+    are (a new rescorer or decoder for a bundled model).
+
+    Raises:
+        FileNotFoundError: ``export_only`` without a checkpoint in ``out`` or an ``init_from``.
 
     Returns:
         The export folder.
@@ -686,11 +691,20 @@ def train(
     t0 = time.perf_counter()
     if not export_only:
         trainer.fit(system, **loaders, ckpt_path=str(last) if resume and last.is_file() else None)
-    if not last.is_file():
-        raise FileNotFoundError(f"{last}: no checkpoint to export (train first)")
-    best = _checkpoint_to_export(out / "checkpoints", config.val_monitor)
-    ck_meta = torch.load(best, map_location="cpu", weights_only=True)
-    system.load_state_dict(ck_meta["state_dict"], strict=True)
+    # export-only with --init and no checkpoint of its own: the starting model as it is
+    # (re-tuned thresholds, a refitted rescorer), its step count from its own export
+    from_init = export_only and not last.is_file() and config.init_from is not None
+    if from_init:
+        init_doc = json.loads((resolve_init(str(config.init_from)) / "config.json").read_text())
+        init_extra = init_doc.get("extra") or {}
+        ck_meta = {"global_step": init_extra.get("best_step", -1)}
+        best = f"--init {config.init_from}"
+    elif not last.is_file():
+        raise FileNotFoundError(f"{last}: no checkpoint to export (train first, or give --init)")
+    else:
+        best = _checkpoint_to_export(out / "checkpoints", config.val_monitor)
+        ck_meta = torch.load(best, map_location="cpu", weights_only=True)
+        system.load_state_dict(ck_meta["state_dict"], strict=True)
     system.model.to("cpu")
     system.to("cpu")
     rescorer, rescorer_fit = (
@@ -700,17 +714,21 @@ def train(
     if rescorer_fit is not None:
         rescorer_fit["kept"] = decode.rescorer is not None
     wall_s: float | None = round(time.perf_counter() - t0, 1)
-    if export_only:  # keep the training time of an earlier export
+    if from_init:  # the starting model's training time and steps
+        wall_s = init_extra.get("train_wall_s")
+        global_step = int(init_extra.get("global_step", -1))
+    elif export_only:  # keep the training time of an earlier export
         old = out / "model" / "config.json"
         wall_s = (
             json.loads(old.read_text()).get("extra", {}).get("train_wall_s")
             if old.is_file()
             else None
         )
+        global_step = int(torch.load(last, map_location="cpu", weights_only=True)["global_step"])
+    else:
+        global_step = trainer.global_step
     extra = {"decode": decode.to_dict(), "validation": val_metrics, "train_config": asdict(config),
-             "train_wall_s": wall_s,
-             "global_step": int(torch.load(last, map_location="cpu", weights_only=True)["global_step"])
-             if export_only else trainer.global_step,
+             "train_wall_s": wall_s, "global_step": global_step,
              "best_step": int(ck_meta.get("global_step", -1)),
              "checkpoint": Path(best).name, "rescorer_fit": rescorer_fit}  # fmt: skip
     export = save_checkpoint(system.model, out / "model", extra=extra)

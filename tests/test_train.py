@@ -307,3 +307,41 @@ def test_init_keeps_a_velocity_stack_unless_the_config_sets_one(tmp_path):
     )  # fmt: skip
     assert resized.model.config.velocity_channels == 6
     assert torch.equal(start.onset_head.weight, resized.model.onset_head.weight)
+
+
+def test_export_only_refits_the_rescorer_of_a_starting_model(tmp_path, corpus):
+    """--export-only with --init and no checkpoint of the run's own: the starting model's
+    weights are exported as they are, with re-tuned thresholds and a rescorer fitted to them;
+    without --init there is nothing to export and the error names the missing checkpoint."""
+    import torch
+
+    from avfusion.model import AVTranscriber, preset
+    from avfusion.model.checkpoint import load_checkpoint, save_checkpoint
+
+    start = AVTranscriber(preset("tiny", rect_width_px=208, rect_height_px=20, mode="audio"))
+    save_checkpoint(start, tmp_path / "start", extra={"global_step": 7, "train_wall_s": 1.5})
+    cfg = _config(tmp_path, corpus, max_steps=3)
+    cfg.write_text(
+        cfg.read_text() + "rescorer_performances: 2\nrescorer_seconds: 2.0\n"
+        "rescorer_conditions: [clean, pink@0db]\n"
+    )
+    out = tmp_path / "run"
+    args = ["train", "--config", str(cfg), "--mode", "audio", "--out", str(out), "--export-only",
+            "--no-progress", "--accelerator", "cpu"]  # fmt: skip
+    proc = _run(args)
+    log, _ = proc.communicate(timeout=600)
+    assert proc.returncode != 0
+    assert "last.ckpt" in log and "no checkpoint to export" in log
+    assert not (out / "model" / "model.safetensors").exists()
+
+    proc = _run([*args, "--init", str(tmp_path / "start")])
+    log, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, log[-3000:]
+    assert not (out / "checkpoints" / "last.ckpt").exists()  # nothing was trained
+    model, meta = load_checkpoint(out / "model")
+    old, new = start.state_dict(), model.state_dict()
+    assert old.keys() == new.keys()
+    assert all(torch.equal(old[k], new[k]) for k in old)
+    assert meta["global_step"] == 7 and meta["train_wall_s"] == 1.5
+    assert meta["rescorer_fit"]["clips"] == 4  # 2 performances x 2 audio conditions
+    assert "note_f1/clean" in meta["validation"]
