@@ -61,7 +61,9 @@ demo: setup
 # exported model into the package: stage 7's (fusion and audio-only: stage 6's weights, a
 # velocity stack on stage 5b's fusion and stage 4's audio-only model, each the better of stages
 # 4 and 5b on validation: experiments/runs/cpu-small-lowlight; video-only: stage 5b's weights;
-# all three re-exported with a note-candidate rescorer). Stage 8 (`models-rescore-cqt`) is an
+# all three re-exported with a note-candidate rescorer), then stage 8b (`models-rescore-cqt2`,
+# about 50 min: fusion and audio-only re-exported from stage 7's with a rescorer that also
+# reads the log-CQT) replaces fusion and audio-only. Stage 8 (`models-rescore-cqt`) is an
 # experiment, not bundled: experiments/runs/cpu-small-rescore-cqt/README.md.
 data/corpus/manifest.jsonl: | setup
 	$(VENV)/bin/avfusion synth --out data/corpus --hours 2 --seed 0 --workers 2
@@ -84,6 +86,8 @@ models: data/corpus/manifest.jsonl data/noise/manifest.json
 	$(MAKE) models-rescore
 	for m in fusion audio video; do rm -rf avfusion/models/$$m; cp -r runs/cpu-small-$$m-rescore/model avfusion/models/$$m; done
 	rm -rf avfusion/models/concat; cp -r runs/cpu-small-concat/model avfusion/models/concat
+	$(MAKE) models-rescore-cqt2
+	for m in fusion audio; do rm -rf avfusion/models/$$m; cp -r runs/cpu-small-$$m-rescore-cqt2/model avfusion/models/$$m; done
 
 # Stages 2 and 3 of the cpu-small models (400 steps at the cpu-small schedule, then 1000 at
 # experiments/configs/cpu-small-long.yaml), from the stage-1 runs in runs/ (`make models` calls
