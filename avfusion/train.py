@@ -409,10 +409,11 @@ class TranscriptionSystem(L.LightningModule):
         self.save_hyperparameters()
         self.cfg = TrainConfig(**train_config)
         self.model = AVTranscriber(model_config_for(self.cfg))
+        self.init_extra: dict[str, Any] = {}  # the starting model's export metadata (--init)
         if self.cfg.init_from:
             from avfusion.model.checkpoint import load_checkpoint
 
-            start, _ = load_checkpoint(resolve_init(self.cfg.init_from))
+            start, self.init_extra = load_checkpoint(resolve_init(self.cfg.init_from))
             if start.config.mode != self.cfg.mode:
                 raise ValueError(
                     f"--init {self.cfg.init_from} is a {start.config.mode} model; the run's mode "
@@ -612,6 +613,35 @@ def _collate_val(items: list[int]) -> torch.Tensor:
     return torch.tensor(items)
 
 
+def _train_loaders(config: TrainConfig) -> dict[str, Any]:
+    """The training windows (`WindowDataset`, the training split, degraded with the noise bank's
+    training half and augmented) and the validation performances' indices, as Lightning's
+    ``fit`` takes them."""
+    from avfusion.noise import NoiseBank
+
+    bank = (
+        NoiseBank(config.noise_bank)
+        if config.noise_bank and Path(config.noise_bank, "manifest.json").is_file()
+        else None
+    )
+    train_ds = WindowDataset(config.dataset or config.corpus, "train", config.data_config(), train=True,
+                             seed=config.seed, bank=bank, max_performances=config.max_train_performances,
+                             performances=split_performances(config, "train"),
+                             video=config.mode != "audio")  # fmt: skip
+    n_val = min(config.val_performances, len(split_performances(config, "validation")))
+    return {
+        "train_dataloaders": DataLoader(
+            train_ds,
+            batch_size=config.batch_size,
+            shuffle=True,
+            num_workers=config.num_workers,
+            persistent_workers=config.num_workers > 0,
+            drop_last=True,
+        ),
+        "val_dataloaders": DataLoader(_Indices(n_val), batch_size=1, collate_fn=_collate_val),
+    }
+
+
 def train(
     config: TrainConfig,
     out: str | Path,
@@ -639,34 +669,12 @@ def train(
     from lightning.pytorch.loggers import CSVLogger
 
     from avfusion.model.checkpoint import save_checkpoint
-    from avfusion.noise import NoiseBank
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
     L.seed_everything(config.seed, workers=True)
-    bank = (
-        NoiseBank(config.noise_bank)
-        if config.noise_bank and Path(config.noise_bank, "manifest.json").is_file()
-        else None
-    )
-    dc = config.data_config()
-    train_ds = WindowDataset(config.dataset or config.corpus, "train", dc, train=True, seed=config.seed,
-                             bank=bank, max_performances=config.max_train_performances,
-                             performances=split_performances(config, "train"),
-                             video=config.mode != "audio")  # fmt: skip
-    n_val = min(config.val_performances, len(split_performances(config, "validation")))
-    loaders: dict[str, Any] = {
-        "train_dataloaders": DataLoader(
-            train_ds,
-            batch_size=config.batch_size,
-            shuffle=True,
-            num_workers=config.num_workers,
-            persistent_workers=config.num_workers > 0,
-            drop_last=True,
-        ),
-        "val_dataloaders": DataLoader(_Indices(n_val), batch_size=1, collate_fn=_collate_val),
-    }
+    loaders = None if export_only else _train_loaders(config)  # export: no windows read
     system = TranscriptionSystem(asdict(config))
     ckpt = ModelCheckpoint(
         dirpath=out / "checkpoints", filename="best", monitor=config.val_monitor, mode="max"
@@ -689,22 +697,21 @@ def train(
     )  # fmt: skip
     last = out / "checkpoints" / "last.ckpt"
     t0 = time.perf_counter()
-    if not export_only:
+    if loaders is not None:
         trainer.fit(system, **loaders, ckpt_path=str(last) if resume and last.is_file() else None)
     # export-only with --init and no checkpoint of its own: the starting model as it is
-    # (re-tuned thresholds, a refitted rescorer), its step count from its own export
+    # (re-tuned thresholds, a refitted rescorer), its steps and time from its own export
     from_init = export_only and not last.is_file() and config.init_from is not None
     if from_init:
-        init_doc = json.loads((resolve_init(str(config.init_from)) / "config.json").read_text())
-        init_extra = init_doc.get("extra") or {}
-        ck_meta = {"global_step": init_extra.get("best_step", -1)}
-        best = f"--init {config.init_from}"
+        best_step = int(system.init_extra.get("best_step", -1))
+        checkpoint = f"--init {config.init_from}"
     elif not last.is_file():
         raise FileNotFoundError(f"{last}: no checkpoint to export (train first, or give --init)")
     else:
         best = _checkpoint_to_export(out / "checkpoints", config.val_monitor)
         ck_meta = torch.load(best, map_location="cpu", weights_only=True)
         system.load_state_dict(ck_meta["state_dict"], strict=True)
+        best_step, checkpoint = int(ck_meta.get("global_step", -1)), Path(best).name
     system.model.to("cpu")
     system.to("cpu")
     rescorer, rescorer_fit = (
@@ -714,9 +721,9 @@ def train(
     if rescorer_fit is not None:
         rescorer_fit["kept"] = decode.rescorer is not None
     wall_s: float | None = round(time.perf_counter() - t0, 1)
-    if from_init:  # the starting model's training time and steps
-        wall_s = init_extra.get("train_wall_s")
-        global_step = int(init_extra.get("global_step", -1))
+    if from_init:
+        wall_s = system.init_extra.get("train_wall_s")
+        global_step = int(system.init_extra.get("global_step", -1))
     elif export_only:  # keep the training time of an earlier export
         old = out / "model" / "config.json"
         wall_s = (
@@ -729,8 +736,8 @@ def train(
         global_step = trainer.global_step
     extra = {"decode": decode.to_dict(), "validation": val_metrics, "train_config": asdict(config),
              "train_wall_s": wall_s, "global_step": global_step,
-             "best_step": int(ck_meta.get("global_step", -1)),
-             "checkpoint": Path(best).name, "rescorer_fit": rescorer_fit}  # fmt: skip
+             "best_step": best_step, "checkpoint": checkpoint,
+             "rescorer_fit": rescorer_fit}  # fmt: skip
     export = save_checkpoint(system.model, out / "model", extra=extra)
     plot_learning_curves(
         out / "logs" / "metrics.csv", out / "learning_curves.png", config.val_monitor

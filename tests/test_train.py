@@ -343,5 +343,6 @@ def test_export_only_refits_the_rescorer_of_a_starting_model(tmp_path, corpus):
     assert old.keys() == new.keys()
     assert all(torch.equal(old[k], new[k]) for k in old)
     assert meta["global_step"] == 7 and meta["train_wall_s"] == 1.5
+    assert meta["checkpoint"] == f"--init {tmp_path / 'start'}"
     assert meta["rescorer_fit"]["clips"] == 4  # 2 performances x 2 audio conditions
     assert "note_f1/clean" in meta["validation"]
