@@ -9,7 +9,8 @@ written by :mod:`eval.run`) and writes into ``OUT``:
   recall (onset within 50 ms, mir_eval) with a 95 % percentile bootstrap interval over pieces;
   a paired two-sided Wilcoxon signed-rank test over pieces of the reference system
   (``avfusion-fusion``) against each other system, per condition; the machine, commit and
-  sha256 of each avfusion checkpoint's ``model.safetensors``.
+  sha256 of each avfusion checkpoint's ``model.safetensors``; the systems kept from an
+  earlier run (``eval.run --keep-others``) with that run's commit, CPU and finish time.
 - ``f1_vs_snr.png``: note F1 against SNR, one panel per noise type, one line per system with
   its interval as a band (the clean F1 as a dotted line).
 - ``f1_other_conditions.png``: bars of note F1 with interval for the other conditions (reverb,
@@ -437,6 +438,16 @@ def write_report(
             f"- cells: {cells.get('total')} ({cells.get('transcribed')} transcribed in the last "
             f"run, {cells.get('from_cache')} from the cache, {cells.get('failed')} failed); "
             f"wall time of the last run {run.get('wall_s')} s"
+        )
+    carried: dict[tuple[Any, ...], list[str]] = {}
+    for name, rec in (run.get("systems") or {}).items():
+        if rec.get("from_run"):
+            key = tuple(rec["from_run"].get(k) for k in ("commit", "cpu", "finished_utc"))
+            carried.setdefault(key, []).append(name)
+    for (commit, cpu, finished), names in carried.items():
+        lines.append(
+            f"- kept from an earlier run into this folder (`--keep-others`): "
+            f"{', '.join(names)} (commit `{commit}`, {cpu}, finished {finished})"
         )
     checkpoints = [
         (name, rec) for name, rec in (run.get("systems") or {}).items() if rec.get("sha256")

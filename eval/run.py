@@ -3,6 +3,8 @@
     python -m eval.run eval/suites/snr-sweep.yaml --out experiments/results/snr-sweep
     python -m eval.run eval/suites/quick.yaml --out /tmp/quick --workers 2 \\
         --corpus data/corpus --bank data/noise --systems avfusion-audio basic-pitch
+    python -m eval.run eval/suites/snr-sweep.yaml --out experiments/results/snr-sweep \\
+        --systems avfusion-fusion avfusion-audio --keep-others   # re-run two, keep the rest
     python -m eval.run eval/suites/quick.yaml --out /tmp/quick-pianovam \\
         --dataset data/PianoVAM_v1 --format pianovam --split test
 
@@ -67,6 +69,11 @@ Outputs under ``OUT``:
   from the cached MIDI file, so a resumed run gives the same file byte for byte.
 - ``run.json``: suite, test set, pieces, systems (spec, needs, checkpoint sha256), machine
   (:func:`eval.machine.machine`), cell counts, wall time; ``suite.yaml``: a copy of the suite.
+- with ``--keep-others``: the rows and ``run.json`` records of the systems that an earlier run
+  into ``OUT`` scored and this one does not run are kept (same test set, pieces, conditions,
+  seeds and bank, else refused), each record stamped with the run that made it (``from_run``:
+  commit, CPU, finish time). Re-running only the systems that changed (a new bundled model)
+  updates a sweep whose slow baselines need hours.
 - ``errors.log``: the traceback of every cell that failed in the last run (absent when none
   did); failed cells are left out of ``results.csv`` and retried by the next run.
 - the report of :mod:`eval.report` (``summary.md`` and plots).
@@ -758,6 +765,58 @@ def _check_system_record(out: Path, name: str, record: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(record, indent=1) + "\n")
 
 
+def _kept_from_earlier_run(
+    out: Path, record: dict[str, Any], running: Sequence[str]
+) -> tuple[list[tuple[str, str, str, int, str, float]], dict[str, dict[str, Any]], list[str]]:
+    """The rows and system records of an earlier run into ``out`` for the systems this run
+    does not run (``--keep-others``), and the earlier run's system order.
+
+    Args:
+        out: the run folder (its ``results.csv`` and ``run.json``, if any).
+        record: this run's ``run.json`` keys that must match: ``test_set``, ``bank``,
+            ``pieces``, ``conditions``, ``seeds``.
+        running: the systems this run scores (their earlier rows are replaced).
+    Returns:
+        (rows, records, order); all empty when ``out`` has no earlier results.
+    Raises:
+        SuiteError: ``results.csv`` without ``run.json``, or an earlier run on another test
+            set, pieces, conditions, seeds or bank (names the key, was and now).
+    """
+    csv_path, json_path = out / "results.csv", out / "run.json"
+    if not csv_path.is_file():
+        return [], {}, []
+    if not json_path.is_file():
+        raise SuiteError(
+            f"{csv_path}: no run.json beside it, so what made these results is unknown; "
+            "--keep-others keeps only the results of an eval.run run"
+        )
+    old = json.loads(json_path.read_text())
+    for key in ("test_set", "bank", "pieces", "conditions", "seeds"):
+        if old.get(key) != record[key]:
+            raise SuiteError(
+                f"{json_path}: --keep-others needs the same {key} as the earlier run "
+                f"(was {old.get(key)!r}, now {record[key]!r}); use another --out"
+            )
+    stamp = {
+        "commit": (old.get("machine") or {}).get("commit"),
+        "cpu": (old.get("machine") or {}).get("cpu"),
+        "finished_utc": old.get("finished_utc"),
+    }
+    records = {
+        name: {**rec, "from_run": rec.get("from_run", stamp)}
+        for name, rec in (old.get("systems") or {}).items()
+        if name not in running
+    }
+    rows = []
+    with open(csv_path, newline="") as f:
+        reader = csv.reader(f)
+        next(reader, None)
+        for system, piece, cond, seed, metric, value in reader:
+            if system in records:
+                rows.append((system, piece, cond, int(seed), metric, float(value)))
+    return rows, records, list(old.get("systems") or {})
+
+
 def write_results_csv(path: Path, rows: Iterable[tuple[str, str, str, int, str, float]]) -> Path:
     """Write ``rows`` as the tidy CSV (:data:`CSV_COLUMNS`), atomically; values as Python's
     shortest round-trip ``repr``."""
@@ -810,6 +869,7 @@ def run_suite(
     dataset_format: str | None = None,
     split: str | None = None,
     allow_pickle: bool = False,
+    keep_others: bool = False,
 ) -> RunSummary:
     """Run a suite into ``out`` (resuming what is cached there), write ``results.csv``,
     ``run.json`` and the report.
@@ -829,12 +889,15 @@ def run_suite(
             modality it lacks are skipped (a message on stderr).
         split: the split to score (default: the suite's).
         allow_pickle: let the Audeo adapter read its pickled labels.
+        keep_others: keep the results of the systems that an earlier run into ``out`` scored
+            and this one does not run (see the module docstring).
     Returns:
         :class:`RunSummary`. Failed cells (see ``errors.log``) are listed there and left out
         of the CSV; run again to retry them.
     Raises:
         FileNotFoundError: no suite, corpus or needed noise bank.
-        SuiteError: a bad suite, or a cache in ``out`` made with other settings.
+        SuiteError: a bad suite, a cache in ``out`` made with other settings, or (with
+            ``keep_others``) an earlier run on another test set.
     """
     import os
 
@@ -929,6 +992,20 @@ def run_suite(
         [p.id for p in perfs], {n: s.needs for n, s in built.items()}, suite.conditions,
         suite.seeds, only,
     )  # fmt: skip
+    same_run = {
+        "test_set": {"corpus": str(corpus_root), "split": split,
+                     "dataset_format": dataset_format if dataset is not None else None,
+                     "max_performances": suite.test_set.max_performances,
+                     "seconds": suite.test_set.seconds},
+        "bank": str(bank_root) if noise_bank is not None else None,
+        "pieces": [p.id for p in perfs], "conditions": [c.text for c in suite.conditions],
+        "seeds": list(suite.seeds),
+    }  # fmt: skip
+    kept_rows: list[tuple[str, str, str, int, str, float]] = []
+    kept: dict[str, dict[str, Any]] = {}
+    old_order: list[str] = []
+    if keep_others:
+        kept_rows, kept, old_order = _kept_from_earlier_run(out, same_run, list(built))
     by_piece: dict[str, list[Cell]] = {}
     for c in cells:
         by_piece.setdefault(c.piece, []).append(c)
@@ -967,7 +1044,10 @@ def run_suite(
     for perf in perfs:
         rows += results[perf.id].rows
         failures += results[perf.id].failures
-    sys_order = {n: i for i, n in enumerate(built)}
+    rows += kept_rows
+    order = [n for n in old_order if n in built or n in kept]
+    order += [n for n in built if n not in order]
+    sys_order = {n: i for i, n in enumerate(order)}
     cond_order = {c.text: i for i, c in enumerate(suite.conditions)}
     piece_order = {p.id: i for i, p in enumerate(perfs)}
     metric_order = {k: i for i, k in enumerate(METRIC_KEYS)}
@@ -985,15 +1065,11 @@ def run_suite(
     computed = sum(r.computed for r in results.values())
     cached = sum(r.cached for r in results.values())
     wall_s = time.perf_counter() - t0
+    system_records.update(kept)
     record = {
         "suite": str(suite.path), "name": suite.name, "description": suite.description,
-        "test_set": {"corpus": str(corpus_root), "split": split,
-                     "dataset_format": dataset_format if dataset is not None else None,
-                     "max_performances": suite.test_set.max_performances,
-                     "seconds": suite.test_set.seconds},
-        "bank": str(bank_root) if noise_bank is not None else None, "bank_half": "test",
-        "pieces": [p.id for p in perfs], "conditions": [c.text for c in suite.conditions],
-        "seeds": list(suite.seeds), "systems": system_records, "machine": machine(),
+        **same_run, "bank_half": "test",
+        "systems": {n: system_records[n] for n in order}, "machine": machine(),
         "cells": {"total": len(cells), "transcribed": computed, "from_cache": cached,
                   "failed": len(failures)},
         "wall_s": round(wall_s, 1), "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -1031,6 +1107,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--format", dest="dataset_format", default=None,
                     help="the dataset's format: pianovam, omaps, pianoyt, audeo, maestro, maps")  # fmt: skip
     ap.add_argument("--split", default=None, help="the split to score (default: the suite's, e.g. test)")  # fmt: skip
+    ap.add_argument("--keep-others", action="store_true",
+                    help="keep the results in OUT of the systems this run does not run (same test set)")  # fmt: skip
     ap.add_argument("--allow-pickle", action="store_true",
                     help="read Audeo's pickled labels (they can run code; off by default)")  # fmt: skip
     args = ap.parse_args(argv)
@@ -1049,6 +1127,7 @@ def main(argv: list[str] | None = None) -> int:
             dataset_format=args.dataset_format,
             split=args.split,
             allow_pickle=args.allow_pickle,
+            keep_others=args.keep_others,
         )
     except (SuiteError, FileNotFoundError, MissingBaselineError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

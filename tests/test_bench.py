@@ -252,6 +252,58 @@ def test_a_system_restricted_to_some_conditions_runs_only_those(tmp_path, corpus
     assert (entry.name, entry.spec, entry.conditions) == ("transkun", "transkun", ("clean",))
 
 
+def test_keep_others_reruns_some_systems_and_keeps_the_rest(tmp_path, corpus, refs):
+    import json
+    import shutil
+
+    body = """
+        name: keep
+        test_set: {corpus: %s, split: test, seconds: 3}
+        conditions: %s
+        systems: [%s, %s]
+    """
+    fake = json.dumps(_fake(refs, "fake"))
+    other = json.dumps(_fake(refs, "other"))
+    suite = _suite(tmp_path, body % (corpus, "[clean, pink@0db]", fake, other))
+    out = tmp_path / "out"
+    run_suite(suite, out, progress=False, report=False)
+    first = json.loads((out / "run.json").read_text())
+    before = _rows(out / "results.csv")
+    _calls(refs)
+
+    # re-run one system (its cache gone, as after a new checkpoint), keep the other's results
+    shutil.rmtree(out / "cache" / "fake")
+    code = bench.main([str(suite), "--out", str(out), "--systems", "fake", "--keep-others",
+                       "--no-progress"])  # fmt: skip
+    assert code == 0
+    assert sorted(_calls(refs)) == _scratch_names(list(PIECES), ["clean", "pink@0db"])
+    assert _rows(out / "results.csv") == before  # same order, the kept rows as they were
+    run = json.loads((out / "run.json").read_text())
+    assert list(run["systems"]) == ["fake", "other"]
+    assert "from_run" not in run["systems"]["fake"]
+    assert run["systems"]["other"]["from_run"] == {
+        "commit": first["machine"]["commit"], "cpu": first["machine"]["cpu"],
+        "finished_utc": first["finished_utc"],
+    }  # fmt: skip
+    assert run["cells"]["total"] == 2 * 2  # this run's cells only
+    assert "kept from an earlier run" in (out / "summary.md").read_text()
+
+    # without the flag a run writes only what it ran
+    assert bench.main([str(suite), "--out", str(out), "--systems", "fake", "--no-progress",
+                       "--no-report"]) == 0  # fmt: skip
+    assert {r["system"] for r in _rows(out / "results.csv")} == {"fake"}
+    _calls(refs)
+    # results of another test set are never mixed in
+    run_suite(suite, out, progress=False, report=False)
+    suite = _suite(tmp_path, body % (corpus, "[clean]", fake, other))
+    with pytest.raises(SuiteError, match="same conditions"):
+        run_suite(suite, out, systems=["fake"], progress=False, report=False, keep_others=True)
+    (out / "run.json").unlink()
+    with pytest.raises(SuiteError, match=r"no run\.json"):
+        run_suite(suite, out, systems=["fake"], progress=False, report=False, keep_others=True)
+    _calls(refs)
+
+
 def test_cells_are_seeded_by_piece_condition_and_seed():
     assert bench.draw_seed("p", "pink@0db", 0) == bench.draw_seed("p", "pink@0db", 0)
     seeds = {

@@ -123,6 +123,27 @@ def test_output_shapes(mode: str, fusion: str) -> None:
         torch.testing.assert_close(out["key_cqt"][:, :, key], expected)
 
 
+def test_three_layer_video_stem_keeps_keys_apart() -> None:
+    # any height: ceil(H / 8) rows; a change on one key's columns moves that key's tokens and
+    # its neighbours', keys an octave away only through the per-frame standardisation
+    cfg = tiny(mode="video", video_stem_layers=3, rect_height_px=36)
+    model = AVTranscriber(cfg).eval()
+    assert model.video_encoder.rows == 5
+    _, video, _ = make_batch(cfg, batch=1)
+    with torch.no_grad():
+        base = model.video_encoder.frame_tokens(video)
+        x0, x1 = (
+            int(c) for c in np.flatnonzero(key_pooling_matrix(cfg.rect_width_px)[:, 40])[[0, -1]]
+        )
+        changed = video.clone()
+        changed[:, :, :, x0 : x1 + 1] = 255 - changed[:, :, :, x0 : x1 + 1]
+        moved = (model.video_encoder.frame_tokens(changed) - base).abs().amax(dim=(0, 1, 3))
+    assert moved.shape == (88,) and moved[40] > 0
+    assert max(float(moved[40 + 12]), float(moved[40 - 12])) < 0.05 * float(moved[40])
+    with pytest.raises(ValueError, match="video_stem_layers"):
+        ModelConfig(video_stem_layers=2)
+
+
 def test_gru_temporal_and_missing_inputs() -> None:
     cfg = tiny(temporal="gru")
     model = AVTranscriber(cfg).eval()

@@ -59,6 +59,11 @@ class ModelConfig:
         d_model: width of every key token.
         audio_channels: channels of the audio conv stack (O&F acoustic model style).
         video_channels: channels of the per-frame video CNN.
+        video_stem_layers: convolutions of the video CNN's pixel stage: 1 (one 8×3 conv with
+            stride (8, 1) and ``video_channels // 2`` channels: the models bundled so far) or
+            3 (three 3×3 convs with stride (2, 1), ``video_channels`` channels: a 7-pixel
+            receptive field across the keys and finer vertical detail, where a finger tip and
+            a key's front edge are a few pixels tall).
         harmonic_offsets_keys: key offsets (semitones) whose conv features are gathered into
             each audio key token: sub-harmonics below, harmonics 2, 3, 4, 5, 6 above.
         n_heads: attention heads in the cross-attention (divides ``d_model``).
@@ -96,6 +101,7 @@ class ModelConfig:
     d_model: int = 64
     audio_channels: int = 32
     video_channels: int = 24
+    video_stem_layers: int = 1
     harmonic_offsets_keys: tuple[int, ...] = field(default=(-19, -12, 0, 12, 19, 24, 28, 31))
     n_heads: int = 4
     time_window: int = 2
@@ -137,6 +143,10 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"ModelConfig.{name}={value!r}: must be an integer >= 0")
+        if self.video_stem_layers not in (1, 3):
+            raise ValueError(
+                f"ModelConfig.video_stem_layers={self.video_stem_layers!r}: must be 1 or 3"
+            )
         if self.key_window >= N_KEYS:
             raise ValueError(f"ModelConfig.key_window={self.key_window}: must be < {N_KEYS}")
         if self.d_model % self.n_heads:
