@@ -908,6 +908,7 @@ def run_suite(
     from eval.machine import machine
 
     t0 = time.perf_counter()
+    ran_on = machine()  # before this run writes its outputs (which may be tracked files)
     suite = load_suite(suite_path)
     where = str(suite.path)
     entries = select_systems(suite, systems) if systems else suite.systems
@@ -1069,7 +1070,7 @@ def run_suite(
     record = {
         "suite": str(suite.path), "name": suite.name, "description": suite.description,
         **same_run, "bank_half": "test",
-        "systems": {n: system_records[n] for n in order}, "machine": machine(),
+        "systems": {n: system_records[n] for n in order}, "machine": ran_on,
         "cells": {"total": len(cells), "transcribed": computed, "from_cache": cached,
                   "failed": len(failures)},
         "wall_s": round(wall_s, 1), "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
