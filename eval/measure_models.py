@@ -122,6 +122,11 @@ def main(argv: list[str] | None = None) -> None:
     models = {}
     for run in args.runs:
         system = AvfusionSystem(run / "model", device="cpu")
+        if system.mode in models:
+            ap.error(
+                f"--runs: {models[system.mode][2]} and {run} are both {system.mode} models; the "
+                "table has one model per mode (measure the other in a second call)"
+            )
         models[system.mode] = (system, system.extra, run)
     any_cfg = next(iter(models.values()))[0].model.config
     dc = DataConfig(

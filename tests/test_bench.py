@@ -588,7 +588,9 @@ def test_misses_are_classed_by_what_was_played_with_them():
     assert sum(classify_misses(ref, ref).values()) == 0
 
 
-def test_measure_models_routes_audio_and_video_conditions(tmp_path, corpus, bank, monkeypatch):
+def test_measure_models_routes_audio_and_video_conditions(
+    tmp_path, corpus, bank, monkeypatch, capsys
+):
     """eval.measure_models: an audio condition reaches the audio and leaves the frames alone
     (the video-only model's clean result is reused), a ``video:`` condition darkens the frames
     that every model with video sees, and a bad condition is refused before any work."""
@@ -641,4 +643,10 @@ def test_measure_models_routes_audio_and_video_conditions(tmp_path, corpus, bank
     with pytest.raises(SystemExit):
         measure_models.main(["--runs", str(tmp_path / "video"), "--corpus", str(corpus),
                              "--out", str(tmp_path / "bad"), "--conditions", "video:dark"])  # fmt: skip
+    assert not (tmp_path / "bad").exists()
+    # two models of one mode would share the table's column: refused, naming both
+    with pytest.raises(SystemExit):
+        measure_models.main(["--runs", str(tmp_path / "video"), str(tmp_path / "video"),
+                             "--corpus", str(corpus), "--out", str(tmp_path / "bad")])  # fmt: skip
+    assert "are both video models" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
