@@ -647,6 +647,7 @@ def test_measure_models_routes_audio_and_video_conditions(
     # two models of one mode would share the table's column: refused, naming both
     with pytest.raises(SystemExit):
         measure_models.main(["--runs", str(tmp_path / "video"), str(tmp_path / "video"),
-                             "--corpus", str(corpus), "--out", str(tmp_path / "bad")])  # fmt: skip
+                             "--corpus", str(corpus), "--bank", str(bank),
+                             "--out", str(tmp_path / "bad")])  # fmt: skip
     assert "are both video models" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
