@@ -59,11 +59,11 @@ class ModelConfig:
         d_model: width of every key token.
         audio_channels: channels of the audio conv stack (O&F acoustic model style).
         video_channels: channels of the per-frame video CNN.
-        video_stem_layers: convolutions of the video CNN's pixel stage: 1 (one 8×3 conv with
-            stride (8, 1) and ``video_channels // 2`` channels: the models bundled so far) or
-            3 (three 3×3 convs with stride (2, 1), ``video_channels`` channels: a 7-pixel
-            receptive field across the keys and finer vertical detail, where a finger tip and
-            a key's front edge are a few pixels tall).
+        video_stem_layers: convolutions of the video CNN's pixel stage, each with
+            ``video_channels // 2`` channels: 1 (one 8×3 conv with stride (8, 1): the models
+            bundled so far) or 3 (three 3×3 convs with stride (2, 1): a 7-pixel receptive
+            field across the keys and finer vertical detail, where a finger tip and a key's
+            front edge are a few pixels tall).
         harmonic_offsets_keys: key offsets (semitones) whose conv features are gathered into
             each audio key token: sub-harmonics below, harmonics 2, 3, 4, 5, 6 above.
         n_heads: attention heads in the cross-attention (divides ``d_model``).

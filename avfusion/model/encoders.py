@@ -272,8 +272,7 @@ class VideoEncoder(nn.Module):
     2. Pixel stage at full width resolution (only the height is pooled): an (8×3) conv with
        stride (8, 1), batch norm, ReLU; ``rows = H // 8`` rows remain (5 for H = 40, each a
        30 mm band of the 150 mm key length). With ``video_stem_layers = 3``: three 3×3 convs
-       with stride (2, 1) (batch norm, ReLU each) and ``video_channels`` channels,
-       ``ceil(H / 8)`` rows.
+       with stride (2, 1) (batch norm, ReLU each), ``ceil(H / 8)`` rows.
     3. Key pooling: each key's columns are averaged over its known x-span
        (`key_pooling_matrix`: exact box average, partly covered columns weighted), one average
        per row, so "front of the key" (where a pressed key's edge moves back) and "back of the
@@ -298,25 +297,26 @@ class VideoEncoder(nn.Module):
         super().__init__()
         self.config = config
         c, d = config.video_channels, config.d_model
-        if config.video_stem_layers == 1:
-            p = c // 2
-            self.rows = config.rect_height_px // 8
-            self.stem = nn.Sequential(
-                nn.Conv2d(2, p, (8, 3), stride=(8, 1), padding=(0, 1), bias=False),
+        p = c // 2
+        # (kernel, stride, padding) per conv: one 8x3 of stride 8, or three 3x3 of stride 2
+        convs = (
+            [((8, 3), (8, 1), (0, 1))]
+            if config.video_stem_layers == 1
+            else [((3, 3), (2, 1), (1, 1))] * 3
+        )
+        layers: list[nn.Module] = []
+        rows = config.rect_height_px
+        for i, (kernel, stride, padding) in enumerate(convs):
+            layers += [
+                nn.Conv2d(
+                    2 if i == 0 else p, p, kernel, stride=stride, padding=padding, bias=False
+                ),
                 nn.BatchNorm2d(p),
                 nn.ReLU(),
-            )
-        else:
-            p, rows, layers = c // 2, config.rect_height_px, []
-            for i in range(3):
-                layers += [
-                    nn.Conv2d(2 if i == 0 else p, p, 3, stride=(2, 1), padding=1, bias=False),
-                    nn.BatchNorm2d(p),
-                    nn.ReLU(),
-                ]
-                rows = (rows + 1) // 2
-            self.rows = rows
-            self.stem = nn.Sequential(*layers)
+            ]
+            rows = (rows + 2 * padding[0] - kernel[0]) // stride[0] + 1
+        self.rows = rows
+        self.stem = nn.Sequential(*layers)
         self.register_buffer(
             "pooling", key_pooling_matrix(config.rect_width_px), persistent=False
         )  # (W, 88)
