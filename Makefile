@@ -7,7 +7,20 @@ APT_PACKAGES := libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont musescore-g
   chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup apt venv eval-deps test test-all lint demo models models-long models-fallback models-lowlight models-velocity models-rescore models-rescore-cqt models-rescore-cqt2 models-timbre clean
+.PHONY: setup apt venv eval-deps test test-all lint demo models models-long models-fallback models-lowlight models-velocity models-rescore models-rescore-cqt models-rescore-cqt2 models-rescore-hist models-timbre clean
+
+# Export (`avfusion train --export-only`) the fusion and audio-only models of config $(1) at
+# once, one thread each, into runs/cpu-small-MODE-$(2) (log runs/$(2)-MODE.log); $(3) non-empty:
+# from the bundled models' weights (--init MODE), else from the runs' own checkpoints.
+define export_fusion_audio
+OMP_NUM_THREADS=1 $(VENV)/bin/avfusion train --config experiments/configs/$(1).yaml \
+  $(if $(3),--init fusion) --mode fusion --out runs/cpu-small-fusion-$(2) --export-only \
+  --no-progress > runs/$(2)-fusion.log 2>&1 & fusion=$$!; \
+OMP_NUM_THREADS=1 $(VENV)/bin/avfusion train --config experiments/configs/$(1).yaml \
+  $(if $(3),--init audio) --mode audio --out runs/cpu-small-audio-$(2) --export-only \
+  --no-progress > runs/$(2)-audio.log 2>&1; audio=$$?; \
+wait $$fusion && test $$audio -eq 0
+endef
 
 setup: apt venv
 
@@ -157,13 +170,7 @@ models-rescore:
 	  cp -r runs/cpu-small-$$m-velocity/checkpoints runs/cpu-small-$$m-velocity/logs runs/cpu-small-$$m-rescore/; done
 	mkdir -p runs/cpu-small-video-rescore
 	cp -r runs/cpu-small-video-lowlight/checkpoints runs/cpu-small-video-lowlight/logs runs/cpu-small-video-rescore/
-	OMP_NUM_THREADS=1 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-rescore.yaml \
-	  --mode fusion --out runs/cpu-small-fusion-rescore --export-only \
-	  --no-progress > runs/rescore-fusion.log 2>&1 & fusion=$$!; \
-	OMP_NUM_THREADS=1 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-rescore.yaml \
-	  --mode audio --out runs/cpu-small-audio-rescore --export-only \
-	  --no-progress > runs/rescore-audio.log 2>&1; audio=$$?; \
-	wait $$fusion && test $$audio -eq 0
+	$(call export_fusion_audio,cpu-small-rescore,rescore,)
 	$(VENV)/bin/avfusion train --config experiments/configs/cpu-small-rescore-video.yaml \
 	  --mode video --out runs/cpu-small-video-rescore --export-only \
 	  --no-progress > runs/rescore-video.log 2>&1
@@ -176,13 +183,7 @@ models-rescore-cqt:
 	test -f runs/cpu-small-fusion-velocity/model/config.json || { echo "run make models-velocity first"; exit 1; }
 	for m in fusion audio; do mkdir -p runs/cpu-small-$$m-rescore-cqt; \
 	  cp -r runs/cpu-small-$$m-velocity/checkpoints runs/cpu-small-$$m-velocity/logs runs/cpu-small-$$m-rescore-cqt/; done
-	OMP_NUM_THREADS=1 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-rescore-cqt.yaml \
-	  --mode fusion --out runs/cpu-small-fusion-rescore-cqt --export-only \
-	  --no-progress > runs/rescore-cqt-fusion.log 2>&1 & fusion=$$!; \
-	OMP_NUM_THREADS=1 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-rescore-cqt.yaml \
-	  --mode audio --out runs/cpu-small-audio-rescore-cqt --export-only \
-	  --no-progress > runs/rescore-cqt-audio.log 2>&1; audio=$$?; \
-	wait $$fusion && test $$audio -eq 0
+	$(call export_fusion_audio,cpu-small-rescore-cqt,rescore-cqt,)
 
 # Stage 8b (experiments/runs/cpu-small-rescore-cqt2/README.md): stage 8's spectral rescorer
 # refitted with babble and other instruments at -10/-20 dB and a telephone band among its
@@ -191,13 +192,14 @@ models-rescore-cqt:
 # re-exports them as they are (about 45 min on 2 cores, both at once).
 models-rescore-cqt2: data/corpus/manifest.jsonl data/noise/manifest.json
 	mkdir -p runs
-	OMP_NUM_THREADS=1 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-rescore-cqt2.yaml \
-	  --init fusion --mode fusion --out runs/cpu-small-fusion-rescore-cqt2 --export-only \
-	  --no-progress > runs/rescore-cqt2-fusion.log 2>&1 & fusion=$$!; \
-	OMP_NUM_THREADS=1 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-rescore-cqt2.yaml \
-	  --init audio --mode audio --out runs/cpu-small-audio-rescore-cqt2 --export-only \
-	  --no-progress > runs/rescore-cqt2-audio.log 2>&1; audio=$$?; \
-	wait $$fusion && test $$audio -eq 0
+	$(call export_fusion_audio,cpu-small-rescore-cqt2,rescore-cqt2,init)
+
+# Stage 10 (experiments/runs/cpu-small-rescore-hist/README.md): stage 8b's rescorer also reading
+# each candidate's own key history (fast repeated notes) with 128 hidden units, re-exported from
+# the bundled fusion and audio-only models (about 50 min on 2 cores, both at once).
+models-rescore-hist: data/corpus/manifest.jsonl data/noise/manifest.json
+	mkdir -p runs
+	$(call export_fusion_audio,cpu-small-rescore-hist,rescore-hist,init)
 
 # Stage 9 (an experiment, not bundled: experiments/configs/cpu-small-timbre.yaml; record
 # experiments/runs/cpu-small-timbre):

@@ -235,7 +235,9 @@ def block_onsets(
         return onset >= thr, thr, None
     if frame is None:
         raise ValueError("a rescorer needs the frame posteriors (frame=None)")
-    t, k, features = candidate_features(onset, frame, spec, config.rescorer.spectral)
+    t, k, features = candidate_features(
+        onset, frame, spec, config.rescorer.spectral, config.rescorer.history
+    )
     q = config.rescorer.predict(features)
     if cut is not None:  # a short last block: the cut of the block before it
         keep = q >= cut

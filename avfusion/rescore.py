@@ -44,6 +44,12 @@ checked at load."""
 SPECTRAL_FEATURE_SET = "peaks-cqt-v1"
 """Name of the posterior features plus the spectral ones (`spectral_features`)."""
 
+HISTORY_FEATURE_SET = "peaks-hist-v1"
+"""Name of the posterior features plus the key's own history (`history_features`)."""
+
+SPECTRAL_HISTORY_FEATURE_SET = "peaks-cqt-hist-v1"
+"""Name of the posterior, spectral and history features, in that order."""
+
 CONTEXT_KEYS: tuple[int, ...] = (
     -36, -31, -28, -24, -19, -17, -12, -7, -5, -2, -1, 1, 2, 5, 7, 12, 19, 24, 28, 31,
 )  # fmt: skip
@@ -68,11 +74,31 @@ LEVEL_KEYS: tuple[int, ...] = (-12, -19, -24, -28, -31, -36, 12, 19, -1, 1)
 N_SPECTRAL = len(RISE_KEYS) + len(LEVEL_KEYS) + 3
 """Number of spectral features (`spectral_features`)."""
 
+HISTORY_LAGS: tuple[int, ...] = (1, 3)
+"""Frames before the candidate at which its key's frame posterior is read (already sounding?)."""
+
+HISTORY_HORIZON = 32
+"""Frames (1.02 s at 31.25 frames/s) within which the previous and next candidate on the same
+key are looked for (`history_features`)."""
+
+N_HISTORY = len(HISTORY_LAGS) + 5
+"""Number of history features (`history_features`)."""
+
 FEATURE_SETS: dict[str, int] = {
     FEATURE_SET: N_FEATURES,
     SPECTRAL_FEATURE_SET: N_FEATURES + N_SPECTRAL,
+    HISTORY_FEATURE_SET: N_FEATURES + N_HISTORY,
+    SPECTRAL_HISTORY_FEATURE_SET: N_FEATURES + N_SPECTRAL + N_HISTORY,
 }
 """The feature sets a rescorer may be fitted on, and their lengths."""
+
+
+def feature_set_name(spectral: bool, history: bool) -> str:
+    """The `FEATURE_SETS` name of posterior features plus, optionally, the spectral
+    (`spectral_features`) and history (`history_features`) ones."""
+    return {(False, False): FEATURE_SET, (True, False): SPECTRAL_FEATURE_SET,
+            (False, True): HISTORY_FEATURE_SET,
+            (True, True): SPECTRAL_HISTORY_FEATURE_SET}[(spectral, history)]  # fmt: skip
 
 
 def _shift_keys(a: np.ndarray, d: int) -> np.ndarray:
@@ -120,11 +146,56 @@ def spectral_features(spec: np.ndarray, t: np.ndarray, k: np.ndarray) -> np.ndar
     return np.stack(cols, axis=1).astype(np.float32)
 
 
+def history_features(
+    onset: np.ndarray, frame: np.ndarray, t: np.ndarray, k: np.ndarray
+) -> np.ndarray:
+    """What the candidate's own key did just before and after it.
+
+    A note struck again while it still sounds (a fast repeat) and the ripple of one decaying
+    note can give the same onset peak; they differ in how the key got there — a re-strike
+    follows a clear dip of the onset posterior and a peak of its own a few frames earlier,
+    a ripple sits on a long-held frame posterior right after a stronger peak. Per candidate
+    at frame t, key k: the key's frame posterior at t − `HISTORY_LAGS`; its onset posterior at
+    t minus the lowest of frames t−3…t−1; the distance (frames / `HISTORY_HORIZON`, 1 when
+    none) to the previous and the next candidate on the same key within `HISTORY_HORIZON`
+    frames, and their onset posteriors (0 when none).
+
+    Args:
+        onset, frame: float (n_frames, 88) probabilities of one block.
+        t, k: int (n,) candidate frames and keys in (frame, key) order (`candidate_features`).
+    Returns:
+        float32 (n, `N_HISTORY`).
+    """
+    onset = np.asarray(onset, dtype=np.float64)
+    frame = np.asarray(frame, dtype=np.float64)
+    p = onset[t, k]
+    cols = [frame[np.maximum(t - lag, 0), k] for lag in HISTORY_LAGS]
+    dip = np.min([onset[np.maximum(t - d, 0), k] for d in (1, 2, 3)], axis=0)
+    cols.append(p - dip)
+    gap_prev, gap_next = np.ones(len(t)), np.ones(len(t))
+    p_prev, p_next = np.zeros(len(t)), np.zeros(len(t))
+    for key in np.unique(k):
+        idx = np.flatnonzero(k == key)  # in frame order
+        frames = t[idx]
+        if len(idx) < 2:
+            continue
+        gaps = np.diff(frames)
+        near = gaps <= HISTORY_HORIZON
+        after, before = idx[1:][near], idx[:-1][near]  # the later / earlier of each close pair
+        gap_prev[after] = gaps[near] / HISTORY_HORIZON
+        p_prev[after] = p[before]
+        gap_next[before] = gaps[near] / HISTORY_HORIZON
+        p_next[before] = p[after]
+    cols += [gap_prev, p_prev, gap_next, p_next]
+    return np.stack(cols, axis=1).astype(np.float32)
+
+
 def candidate_features(
     onset: np.ndarray,
     frame: np.ndarray,
     spec: np.ndarray | None = None,
     spectral: bool = False,
+    history: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Describe every note candidate of one block of posteriors.
 
@@ -139,15 +210,17 @@ def candidate_features(
 
     With ``spectral``, the `spectral_features` of ``spec`` follow (`SPECTRAL_FEATURE_SET`);
     without audio (``spec`` None: a fusion model run on the video alone) they are those of
-    silence.
+    silence. With ``history``, the `history_features` follow (the key's own recent past:
+    fast repeats).
 
     Args:
         onset, frame: float (n_frames, 88) probabilities of one block.
         spec: float (n_frames, 88), the block's log-CQT per key (``key_cqt``), or None.
         spectral: append the spectral features.
+        history: append the history features.
     Returns:
         (t, k, X): frames int (n,), keys int (n,) in (frame, key) order, features float32
-        (n, `N_FEATURES`, + `N_SPECTRAL` with ``spectral``).
+        (n, `N_FEATURES`, + `N_SPECTRAL` with ``spectral``, + `N_HISTORY` with ``history``).
     Raises:
         ValueError: ``spec`` is not shaped like ``onset``.
     """
@@ -160,7 +233,7 @@ def candidate_features(
     n_frames = onset.shape[0]
     peaks = onset_peaks(onset) & (onset >= PEAK_FLOOR)
     t, k = np.nonzero(peaks)
-    width = N_FEATURES + (N_SPECTRAL if spectral else 0)
+    width = FEATURE_SETS[feature_set_name(spectral, history)]
     if spectral:
         spec = np.zeros_like(onset) if spec is None else np.asarray(spec, dtype=np.float64)
         if spec.shape != onset.shape:
@@ -190,6 +263,8 @@ def candidate_features(
     if spectral:
         assert spec is not None
         x = np.hstack([x, spectral_features(spec, t, k)])
+    if history:
+        x = np.hstack([x, history_features(onset, frame, t, k)])
     return t, k, x
 
 
@@ -201,8 +276,9 @@ class Rescorer:
         mean, scale: per-feature standardisation (length n_features: `FEATURE_SETS`).
         w1: hidden weights, shape (n_features, hidden) as rows; b1: (hidden,).
         w2: output weights (hidden,); b2: output bias.
-        feature_set: the features it was fitted on (`FEATURE_SET`, or
-            `SPECTRAL_FEATURE_SET` for posteriors and sound).
+        feature_set: the features it was fitted on, one of `FEATURE_SETS` (`FEATURE_SET`:
+            posteriors; `SPECTRAL_FEATURE_SET`: and sound; `HISTORY_FEATURE_SET`: and the
+            key's own history; `SPECTRAL_HISTORY_FEATURE_SET`: all three).
     Raises:
         ValueError: an unknown feature set, or weights of the wrong shapes.
     """
@@ -238,8 +314,13 @@ class Rescorer:
 
     @property
     def spectral(self) -> bool:
-        """Whether it reads the sound too (`SPECTRAL_FEATURE_SET`), not only the posteriors."""
-        return self.feature_set == SPECTRAL_FEATURE_SET
+        """Whether it reads the sound too (`spectral_features`), not only the posteriors."""
+        return self.feature_set in (SPECTRAL_FEATURE_SET, SPECTRAL_HISTORY_FEATURE_SET)
+
+    @property
+    def history(self) -> bool:
+        """Whether it reads the key's own history too (`history_features`)."""
+        return self.feature_set in (HISTORY_FEATURE_SET, SPECTRAL_HISTORY_FEATURE_SET)
 
     @cached_property
     def _arrays(self) -> tuple[np.ndarray, ...]:
@@ -295,6 +376,7 @@ def fit_rescorer(
     hidden: int = 32,
     seed: int = 0,
     spectral: bool = False,
+    history: bool = False,
 ) -> Rescorer:
     """Fit a `Rescorer` on posteriors of the training split (never validation or test).
 
@@ -307,6 +389,7 @@ def fit_rescorer(
         seed: the classifier's random state.
         spectral: fit on the posteriors and the sound (`SPECTRAL_FEATURE_SET`; a clip without
             ``key_cqt`` counts as silent), else on the posteriors alone (`FEATURE_SET`).
+        history: also fit on the key's own history (`history_features`).
     Returns:
         The fitted rescorer (scikit-learn ``MLPClassifier``, Adam, early stopping on a 10 %
         hold-out of the candidates).
@@ -315,10 +398,10 @@ def fit_rescorer(
     """
     from sklearn.neural_network import MLPClassifier
 
-    feature_set = SPECTRAL_FEATURE_SET if spectral else FEATURE_SET
+    feature_set = feature_set_name(spectral, history)
     xs, ys = [], []
     for onset, frame, ref, *spec in items:
-        t, k, x = candidate_features(onset, frame, spec[0] if spec else None, spectral)
+        t, k, x = candidate_features(onset, frame, spec[0] if spec else None, spectral, history)
         xs.append(x)
         ys.append(label_candidates(t, k, ref, frame_rate_hz))
     x_all = np.concatenate(xs) if xs else np.zeros((0, FEATURE_SETS[feature_set]), np.float32)

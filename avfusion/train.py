@@ -96,9 +96,10 @@ class TrainConfig:
         "clean", "pink@0db", "babble@0db", "music@0db", "white@-5db", "pink@-10db", "dropout@30%",
     )  # fmt: skip
     rescorer_hidden: int = 32
-    # what the rescorer reads: "posteriors", or "posteriors+cqt" (also the log-CQT per key
+    # what the rescorer reads: "posteriors", "posteriors+cqt" (also the log-CQT per key
     # around each candidate: avfusion.rescore.spectral_features; a video-only model has no
-    # sound to read and keeps the posteriors)
+    # sound to read and keeps the posteriors), "posteriors+history" (also the key's own recent
+    # past: avfusion.rescore.history_features) or "posteriors+cqt+history"
     rescorer_features: str = "posteriors"
     allow_pickle: bool = False  # let the Audeo adapter read its pickled labels
 
@@ -118,10 +119,10 @@ class TrainConfig:
                 f"rescorer_performances={self.rescorer_performances} must be >= 0 and "
                 f"rescorer_hidden={self.rescorer_hidden} >= 1"
             )
-        if self.rescorer_features not in ("posteriors", "posteriors+cqt"):
+        if self.rescorer_features not in RESCORER_FEATURES:
             raise ValueError(
-                f"rescorer_features={self.rescorer_features!r}: must be 'posteriors' or "
-                "'posteriors+cqt'"
+                f"rescorer_features={self.rescorer_features!r}: must be one of "
+                + ", ".join(map(repr, RESCORER_FEATURES))
             )
         if self.velocity_loss not in ("mse", "centred"):
             raise ValueError(f"velocity_loss={self.velocity_loss!r}: must be 'mse' or 'centred'")
@@ -745,6 +746,11 @@ def train(
     return export
 
 
+RESCORER_FEATURES: tuple[str, ...] = (
+    "posteriors", "posteriors+cqt", "posteriors+history", "posteriors+cqt+history",
+)  # fmt: skip
+"""The values of `TrainConfig.rescorer_features` (`avfusion.rescore.FEATURE_SETS`)."""
+
 ONSET_THRESHOLD_GRID: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 """Fixed onset thresholds tried by `tune_thresholds` (for note F1)."""
 FRAME_THRESHOLD_GRID: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
@@ -792,14 +798,15 @@ def fit_export_rescorer(
         ref = _clip_notes(perf.notes(), cfg.rescorer_seconds)
         for _, post in system._posteriors(it, conditions, cfg.rescorer_seconds):
             items.append((post["onset"], post["frame"], ref, post.get("key_cqt")))
-    spectral = cfg.rescorer_features == "posteriors+cqt" and cfg.mode != "video"
+    parts = cfg.rescorer_features.split("+")
+    spectral, history = "cqt" in parts and cfg.mode != "video", "history" in parts
+    features = "+".join(["posteriors"] + ["cqt"] * spectral + ["history"] * history)
     info: dict[str, Any] = {"performances": len(perfs), "clips": len(items),
                             "conditions": conditions, "seconds": cfg.rescorer_seconds,
-                            "features": "posteriors+cqt" if spectral else "posteriors"}  # fmt: skip
+                            "features": features}  # fmt: skip
     try:
-        rescorer = fit_rescorer(
-            items, system.model.config.frame_rate_hz, cfg.rescorer_hidden, cfg.seed, spectral
-        )
+        rescorer = fit_rescorer(items, system.model.config.frame_rate_hz, cfg.rescorer_hidden,
+                                cfg.seed, spectral, history)  # fmt: skip
     except ValueError as exc:
         rescorer, info["error"] = None, str(exc)
     info["wall_s"] = round(time.perf_counter() - t0, 1)

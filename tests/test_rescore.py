@@ -16,11 +16,14 @@ from avfusion.decoding import (
 from avfusion.metrics import transcription_metrics
 from avfusion.notes import Note, Notes
 from avfusion.rescore import (
+    HISTORY_HORIZON,
     N_FEATURES,
+    N_HISTORY,
     N_SPECTRAL,
     Rescorer,
     candidate_features,
     fit_rescorer,
+    history_features,
     spectral_features,
 )
 
@@ -208,3 +211,69 @@ def test_frame_cap_quantile_sets_the_block_threshold_from_the_kept_peaks():
     assert thresholds == {0.0: 0.5, 0.75: 0.9}
     with pytest.raises(ValueError, match="frame_cap_quantile"):
         DecodeConfig(frame_cap_quantile=1.5)
+
+
+def _repeat_block(rng: np.random.Generator, n: int = 400) -> tuple[np.ndarray, np.ndarray, Notes]:
+    """Posteriors of one block: each struck note (onset 0.9) is followed 5 frames later by a
+    second peak of 0.5 on its key, over the same frame posterior. Every other one is a true
+    re-strike (the onset posterior falls to 0 in between), the others are the ripple of one
+    decaying note (it stays near 0.45): alike in the peak and its surroundings on other keys."""
+    onset, frame = np.zeros((n, 88)), np.zeros((n, 88))
+    truth = []
+    for j, t in enumerate(range(8, n - 20, 14)):
+        k = int(rng.integers(10, 70))
+        onset[t, k], onset[t + 5, k] = 0.9, 0.5
+        if j % 2:  # a ripple: no dip between the two peaks
+            onset[t + 1 : t + 5, k] = (0.6, 0.45, 0.45, 0.48)
+        frame[t : t + 11, k] = 0.8
+        truth.append(Note(t / FR, (t + 5) / FR, k + 21, 64))
+        if j % 2 == 0:
+            truth.append(Note((t + 5) / FR, (t + 11) / FR, k + 21, 64))
+    return onset, frame, Notes.from_iterables(truth)
+
+
+def test_history_features_see_the_keys_own_past():
+    onset, frame, _ = _repeat_block(np.random.default_rng(8))
+    onset[300, 80] = 0.7  # a lone peak: no candidate on its key within the horizon
+    t, k, x = candidate_features(onset, frame, history=True)
+    assert x.shape == (len(t), N_FEATURES + N_HISTORY) and np.all(np.isfinite(x))
+    h = x[:, N_FEATURES:]
+    np.testing.assert_array_equal(h, history_features(onset, frame, t, k))
+    p = onset[t, k]
+    second, first = p == 0.5, p == 0.9
+    gap = 5 / HISTORY_HORIZON
+    # frame posterior 1 and 3 frames before: the key sounds already at a second peak
+    np.testing.assert_allclose(h[second, :2], 0.8)
+    np.testing.assert_allclose(h[first, :2], 0.0)
+    # the dip before the peak: 0.5 after a re-strike's silence, 0.05 on a ripple
+    np.testing.assert_allclose(np.unique(np.round(h[second, 2], 4)), [0.05, 0.5], atol=1e-6)
+    np.testing.assert_allclose(h[second, 3:5], [[gap, 0.9]] * second.sum(), atol=1e-6)
+    np.testing.assert_allclose(h[first, 5:7], [[gap, 0.5]] * first.sum(), atol=1e-6)
+    lone = p == 0.7
+    np.testing.assert_allclose(h[lone, 3:], [[1.0, 0.0, 1.0, 0.0]])
+
+
+def test_a_rescorer_with_history_tells_re_strikes_from_ripples():
+    rng = np.random.default_rng(9)
+    train = [_repeat_block(rng) for _ in range(40)]  # fewer: the MLP stops early, unsure
+    blind = fit_rescorer(train, FR)
+    remembering = fit_rescorer(train, FR, history=True)
+    assert remembering.history and not remembering.spectral and not blind.history
+    back = Rescorer.from_dict(json.loads(json.dumps(remembering.to_dict())))
+    assert back == remembering and back.history
+    with pytest.raises(ValueError, match="weights do not fit"):
+        Rescorer.from_dict({**remembering.to_dict(), "feature_set": "peaks-v1"})
+    for onset, frame, ref in (_repeat_block(rng) for _ in range(3)):  # fresh blocks
+        f1 = {
+            name: transcription_metrics(
+                ref, decode_notes(onset, frame, None, FR, DecodeConfig(rescorer=r))
+            )["note/f1"]
+            for name, r in (("blind", blind), ("remembering", remembering))
+        }
+        assert f1["remembering"] == 1.0
+        assert f1["blind"] <= 0.9  # the same peaks and context: all second peaks or none
+        dec = DecodeConfig(rescorer=remembering, adaptive_block_s=150 / FR)
+        stream = StreamingDecoder(FR, dec)
+        for lo, hi in ((0, 37), (37, 200), (200, 400)):
+            stream.push(onset[lo:hi], frame[lo:hi], None, None)
+        assert stream.finish() == decode_notes(onset, frame, None, FR, dec)

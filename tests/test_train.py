@@ -112,9 +112,9 @@ def test_train_killed_and_resumed_then_exported(tmp_path, corpus):
     assert meta["rescorer_fit"] is None and meta["decode"]["rescorer"] is None
 
     # re-export with a note-candidate rescorer fitted on 2 training performances x 2 conditions,
-    # reading the sound too (the posteriors' log-CQT per key)
+    # reading the sound (the posteriors' log-CQT per key) and each key's own history too
     text = cfg.read_text() + "rescorer_performances: 2\nrescorer_seconds: 2.0\n"
-    text += "rescorer_features: posteriors+cqt\n"
+    text += "rescorer_features: posteriors+cqt+history\n"
     cfg.write_text(text + "rescorer_conditions: [clean, pink@0db]\n")
     proc = _run([*args, "--export-only"])
     log, _ = proc.communicate(timeout=600)
@@ -125,11 +125,11 @@ def test_train_killed_and_resumed_then_exported(tmp_path, corpus):
         fit["performances"] == 2
         and fit["clips"] == 4
         and fit["conditions"] == ["clean", "pink@0db"]
-        and fit["features"] == "posteriors+cqt"
+        and fit["features"] == "posteriors+cqt+history"
     )
     assert fit["kept"] == (meta["decode"]["rescorer"] is not None)
     if fit["kept"]:
-        assert meta["decode"]["rescorer"]["feature_set"] == "peaks-cqt-v1"
+        assert meta["decode"]["rescorer"]["feature_set"] == "peaks-cqt-hist-v1"
 
 
 def test_train_stops_at_max_time_in_audio_mode(tmp_path, corpus):
