@@ -93,12 +93,19 @@ FEATURE_SETS: dict[str, int] = {
 """The feature sets a rescorer may be fitted on, and their lengths."""
 
 
+FEATURE_SET_PARTS: dict[str, tuple[bool, bool]] = {
+    FEATURE_SET: (False, False),
+    SPECTRAL_FEATURE_SET: (True, False),
+    HISTORY_FEATURE_SET: (False, True),
+    SPECTRAL_HISTORY_FEATURE_SET: (True, True),
+}
+"""Whether each feature set holds the spectral and the history features, in that order."""
+
+
 def feature_set_name(spectral: bool, history: bool) -> str:
     """The `FEATURE_SETS` name of posterior features plus, optionally, the spectral
     (`spectral_features`) and history (`history_features`) ones."""
-    return {(False, False): FEATURE_SET, (True, False): SPECTRAL_FEATURE_SET,
-            (False, True): HISTORY_FEATURE_SET,
-            (True, True): SPECTRAL_HISTORY_FEATURE_SET}[(spectral, history)]  # fmt: skip
+    return next(n for n, parts in FEATURE_SET_PARTS.items() if parts == (spectral, history))
 
 
 def _shift_keys(a: np.ndarray, d: int) -> np.ndarray:
@@ -174,18 +181,12 @@ def history_features(
     cols.append(p - dip)
     gap_prev, gap_next = np.ones(len(t)), np.ones(len(t))
     p_prev, p_next = np.zeros(len(t)), np.zeros(len(t))
-    for key in np.unique(k):
-        idx = np.flatnonzero(k == key)  # in frame order
-        frames = t[idx]
-        if len(idx) < 2:
-            continue
-        gaps = np.diff(frames)
-        near = gaps <= HISTORY_HORIZON
-        after, before = idx[1:][near], idx[:-1][near]  # the later / earlier of each close pair
-        gap_prev[after] = gaps[near] / HISTORY_HORIZON
-        p_prev[after] = p[before]
-        gap_next[before] = gaps[near] / HISTORY_HORIZON
-        p_next[before] = p[after]
+    order = np.lexsort((t, k))  # by key, then frame: consecutive candidates of one key
+    gaps = np.diff(t[order])
+    near = (np.diff(k[order]) == 0) & (gaps <= HISTORY_HORIZON)
+    after, before = order[1:][near], order[:-1][near]  # the later / earlier of each close pair
+    gap_prev[after] = gap_next[before] = gaps[near] / HISTORY_HORIZON
+    p_prev[after], p_next[before] = p[before], p[after]
     cols += [gap_prev, p_prev, gap_next, p_next]
     return np.stack(cols, axis=1).astype(np.float32)
 
@@ -315,12 +316,12 @@ class Rescorer:
     @property
     def spectral(self) -> bool:
         """Whether it reads the sound too (`spectral_features`), not only the posteriors."""
-        return self.feature_set in (SPECTRAL_FEATURE_SET, SPECTRAL_HISTORY_FEATURE_SET)
+        return FEATURE_SET_PARTS[self.feature_set][0]
 
     @property
     def history(self) -> bool:
         """Whether it reads the key's own history too (`history_features`)."""
-        return self.feature_set in (HISTORY_FEATURE_SET, SPECTRAL_HISTORY_FEATURE_SET)
+        return FEATURE_SET_PARTS[self.feature_set][1]
 
     @cached_property
     def _arrays(self) -> tuple[np.ndarray, ...]:
