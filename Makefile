@@ -76,8 +76,10 @@ demo: setup
 # 4 and 5b on validation: experiments/runs/cpu-small-lowlight; video-only: stage 5b's weights;
 # all three re-exported with a note-candidate rescorer), then stage 8b (`models-rescore-cqt2`,
 # about 50 min: fusion and audio-only re-exported from stage 7's with a rescorer that also
-# reads the log-CQT) replaces fusion and audio-only. Stage 8 (`models-rescore-cqt`) is an
-# experiment, not bundled: experiments/runs/cpu-small-rescore-cqt/README.md.
+# reads the log-CQT) replaces fusion and audio-only, then stage 10 (`models-rescore-hist`, about
+# 55 min: the same weights re-exported with a rescorer that also reads each key's own history)
+# replaces them again. Stages 8 (`models-rescore-cqt`) and 9 (`models-timbre`) are experiments,
+# not bundled: experiments/runs/cpu-small-rescore-cqt/ and cpu-small-timbre/.
 data/corpus/manifest.jsonl: | setup
 	$(VENV)/bin/avfusion synth --out data/corpus --hours 2 --seed 0 --workers 2
 
@@ -101,6 +103,8 @@ models: data/corpus/manifest.jsonl data/noise/manifest.json
 	rm -rf avfusion/models/concat; cp -r runs/cpu-small-concat/model avfusion/models/concat
 	$(MAKE) models-rescore-cqt2
 	for m in fusion audio; do rm -rf avfusion/models/$$m; cp -r runs/cpu-small-$$m-rescore-cqt2/model avfusion/models/$$m; done
+	$(MAKE) models-rescore-hist
+	for m in fusion audio; do rm -rf avfusion/models/$$m; cp -r runs/cpu-small-$$m-rescore-hist/model avfusion/models/$$m; done
 
 # Stages 2 and 3 of the cpu-small models (400 steps at the cpu-small schedule, then 1000 at
 # experiments/configs/cpu-small-long.yaml), from the stage-1 runs in runs/ (`make models` calls
@@ -196,7 +200,8 @@ models-rescore-cqt2: data/corpus/manifest.jsonl data/noise/manifest.json
 
 # Stage 10 (experiments/runs/cpu-small-rescore-hist/README.md): stage 8b's rescorer also reading
 # each candidate's own key history (fast repeated notes) with 128 hidden units, re-exported from
-# the bundled fusion and audio-only models (about 50 min on 2 cores, both at once).
+# the bundled fusion and audio-only models (stage 8b's when `make models` calls it; about 55 min
+# on 2 cores, both at once). Bundled.
 models-rescore-hist: data/corpus/manifest.jsonl data/noise/manifest.json
 	mkdir -p runs
 	$(call export_fusion_audio,cpu-small-rescore-hist,rescore-hist,init)

@@ -13,8 +13,13 @@ Pipeline for one input:
    :class:`TranscriptionError` that names the file.
 2. **Mode**: ``auto`` is ``fusion`` when the input has audio and a keyboard is found, ``audio``
    when no keyboard is found (with a warning) or the input is an audio file, ``video`` when the
-   video has no audio track (with a warning). With ``--checkpoint`` and ``auto``, the
-   checkpoint's own mode is the goal. A fusion model can also run one modality alone.
+   video has no audio track (with a warning). A video whose audio track is silent throughout
+   (peak below :data:`SILENCE_PEAK`, −80 dBFS: a muted recording) is known to be so only once
+   its sound has been read: ``auto`` with the bundled models then transcribes it again with the
+   video-only model (with a warning), which reads the keys better than the fusion model does
+   without sound (validation note F1 0.583 against 0.551, `experiments/runs/
+   cpu-small-rescore-hist/`). With ``--checkpoint`` and ``auto``, the checkpoint's own mode is
+   the goal. A fusion model can also run one modality alone.
 3. **Keyboard**: corners given by hand (validated: inside the frame, convex, clockwise from the
    back-left) or found by `avfusion.detect` on the first seconds and followed by its tracker.
 4. **Audio-video offset** (fusion): estimated by `avfusion.sync` on the first ``sync_s``
@@ -82,7 +87,8 @@ MAX_OFFSET_S: float = 1.0
 MIN_SYNC_S: float = 10.0
 """Shorter inputs are not searched for an offset (too few notes to correlate): 0 s is used."""
 SILENCE_PEAK: float = 1e-4
-"""Audio whose peak stays below this (−80 dBFS) is reported as silent."""
+"""Audio whose peak stays below this (−80 dBFS) is reported as silent; in ``auto`` mode with the
+bundled models a silent video is then transcribed again by the video-only model."""
 TRACK_HZ: float = 5.0
 """How often (frames per second of video) the keyboard tracker is given a frame."""
 TRACK_RECHECK_S: float = 5.0
@@ -391,7 +397,9 @@ def transcribe(
             mono and resampled to the model's 16 kHz.
         audio_path: take the audio from this file instead of the video's own track.
         mode: ``auto`` (fusion when there is audio and a keyboard, else what the input allows;
-            with ``checkpoint``, that checkpoint's mode), ``fusion``, ``audio`` or ``video``.
+            with ``checkpoint``, that checkpoint's mode; without, a video whose audio is silent
+            throughout is transcribed again with the bundled video-only model), ``fusion``,
+            ``audio`` or ``video``.
         keyboard: the keyboard's corners in the video, pixels, clockwise from the back-left
             (back-left, back-right, front-right, front-left): ``"X1,Y1,…,X4,Y4"``, 8 numbers or
             a (4, 2) array. Default: detected automatically (`avfusion.detect`).
@@ -426,6 +434,7 @@ def transcribe(
     """
     t_start = time.perf_counter()
     path = Path(video_path)
+    decode_requested = decode
     if mode not in MODES:
         raise TranscriptionError(f"--mode {mode!r}: use one of {', '.join(MODES)}")
     if offset_s is not None and not math.isfinite(float(offset_s)):
@@ -591,6 +600,25 @@ def transcribe(
     notes = decoder.finish()
     duration_s = level.n_samples / sr if needs_audio else max(frames_done - 1, 0) * hop / sr
     if needs_audio and level.peak < SILENCE_PEAK:
+        if mode == "auto" and goal == "fusion" and bundled:
+            _warn(warnings, f"{audio_source}: the audio is silent (peak {level.peak:.1e}); "
+                  "transcribing again in video mode with the video-only model")  # fmt: skip
+            again = transcribe(path, mode="video", keyboard=keyboard, device=device,
+                               batch_size=batch_size, decode=decode_requested,
+                               onset_threshold=onset_threshold, detect_s=detect_s,
+                               track_keyboard=track_keyboard, progress=progress)  # fmt: skip
+            assert again.info is not None
+            wall = time.perf_counter() - t_start
+            info = dataclasses.replace(
+                again.info,
+                mode_requested=mode,
+                wall_s=round(wall, 3),
+                real_time_factor=(
+                    round(wall / again.info.duration_s, 4) if again.info.duration_s > 0 else 0.0
+                ),
+                warnings=tuple(warnings) + again.info.warnings,
+            )
+            return Transcription(again.notes, again.pedal, info)
         _warn(warnings, f"{audio_source}: the audio is silent (peak {level.peak:.1e})")
     if not len(notes):
         _warn(warnings, f"{path}: no notes found")

@@ -524,6 +524,28 @@ def test_containers_and_audio_formats(media, ckpts, name, mode):
     assert r.info.duration_s == pytest.approx(meta["duration_s"], abs=0.1)
 
 
+def test_a_muted_video_in_auto_mode_goes_to_the_video_only_model(tmp_path, media, ckpts):
+    meta = json.loads(media["meta"].read_text())
+    corners = meta["keyboard_corners_px"]
+    muted = tmp_path / "muted.wav"
+    sf.write(muted, np.zeros(int(meta["duration_s"] * SR), np.float32), SR)
+    auto = transcribe(media["clip"], muted, keyboard=corners, device="cpu")  # bundled models
+    assert auto.info is not None and auto.info.mode_requested == "auto"
+    assert auto.info.mode == "video" and auto.info.bundled and auto.info.audio is None
+    assert any("silent" in w and "video-only model" in w for w in auto.info.warnings)
+    video = transcribe(media["clip"], keyboard=corners, mode="video", device="cpu")
+    assert auto.notes == video.notes
+    assert auto.info.duration_s == pytest.approx(meta["duration_s"], abs=0.1)
+    # an asked mode, or a checkpoint of one's own, is kept: only the warning says so
+    for r in (
+        transcribe(media["clip"], muted, keyboard=corners, mode="fusion", device="cpu"),
+        transcribe(media["clip"], muted, keyboard=corners, checkpoint=ckpts["fusion"]),
+    ):
+        assert r.info is not None and r.info.mode == "fusion"
+        assert any("silent" in w for w in r.info.warnings)
+        assert not any("video-only model" in w for w in r.info.warnings)
+
+
 def test_separate_audio_file(media, ckpts):
     meta = json.loads(media["meta"].read_text())
     r = transcribe(media["noaudio"], media["flac"], checkpoint=ckpts["fusion"],
