@@ -17,8 +17,7 @@ Pipeline for one input:
    (peak below :data:`SILENCE_PEAK`, −80 dBFS: a muted recording) is known to be so only once
    its sound has been read: ``auto`` with the bundled models then transcribes it again with the
    video-only model (with a warning), which reads the keys better than the fusion model does
-   without sound (validation note F1 0.583 against 0.551, `experiments/runs/
-   cpu-small-rescore-hist/`). With ``--checkpoint`` and ``auto``, the checkpoint's own mode is
+   without sound (validation note F1 0.584 against 0.551; `eval/suites/no-audio-validation.yaml`). With ``--checkpoint`` and ``auto``, the checkpoint's own mode is
    the goal. A fusion model can also run one modality alone.
 3. **Keyboard**: corners given by hand (validated: inside the frame, convex, clockwise from the
    back-left) or found by `avfusion.detect` on the first seconds and followed by its tracker.

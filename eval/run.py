@@ -24,6 +24,7 @@ A *suite* is a YAML file::
       max_performances: 2            # optional: the first N performances of the split
       seconds: 10                    # optional: score the first S seconds of each
     bank: data/noise                 # noise bank (babble, music, reverb); its TEST half is used
+                                     # on the test split, its train half on the others
     conditions:                      # named degradations, applied one per cell
       - clean
       - music@0db                    # any avfusion.noise condition, '+' composes them
@@ -44,7 +45,9 @@ A *cell* is (system, piece, condition, seed). Its degradation is seeded from the
 condition and the seed only (``zlib.crc32("<piece>|<condition>")`` for seed 0 — what
 ``eval/measure_models.py`` draws — and ``crc32("<piece>|<condition>|<seed>")`` otherwise; the
 audio and the video part of a condition each from its own text), so a rerun, on any number of
-workers, gives identical numbers. Noise comes from the bank's test half.
+workers, gives identical numbers. Noise comes from the bank's test half when the test split is
+scored, and from its train half otherwise (as in ``eval/measure_models.py``), so that a choice
+made on validation never hears the test noise.
 
 Video conditions act on the rectified keyboard frames (uint8 (T, H, W), 416 × 40 px, x linear
 in millimetres over the keyboard; :func:`avfusion.data.rectified_frames`) with a seeded
@@ -458,6 +461,7 @@ class _Env:
     out: Path
     seconds: float | None
     bank_root: Path | None
+    bank_half: str = "test"
 
 
 @dataclass
@@ -546,7 +550,7 @@ def run_piece(
                 audio_memo[cond, seed] = (clean, [])
             else:
                 rng = np.random.default_rng(draw_seed(perf.id, cond, seed))
-                d = degrade(clean, cond, rng, bank=bank, half="test")
+                d = degrade(clean, cond, rng, bank=bank, half=env.bank_half)
                 audio_memo[cond, seed] = (d.audio, d.record)
         return audio_memo[cond, seed]
 
@@ -720,12 +724,17 @@ class RunSummary:
     wall_s: float
 
 
+LEGACY_SETTINGS: dict[str, Any] = {"bank_half": "test"}
+"""Settings that caches written before they were recorded had (every split drew test noise)."""
+
+
 def _check_settings(out: Path, settings: dict[str, Any]) -> None:
     """Refuse to resume a cache made with another corpus, split, length or noise bank; record
     the settings on first use (and the bank when a later run first uses one)."""
     path = out / "cache" / "settings.json"
     old: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     if old:
+        old = {**LEGACY_SETTINGS, **old}
         diff = {
             k: (old.get(k), v)
             for k, v in settings.items()
@@ -913,6 +922,8 @@ def run_suite(
     where = str(suite.path)
     entries = select_systems(suite, systems) if systems else suite.systems
     split = split or suite.test_set.split
+    # the bank's test half only for the test split: a choice made on validation must not hear it
+    bank_half = "test" if split == "test" else "train"
     modalities = frozenset({"audio", "video"})
     data_setting: str | None = None
     if dataset is not None:
@@ -964,7 +975,7 @@ def run_suite(
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, {
         "corpus": None if data_setting else str(corpus_root.resolve()), "dataset": data_setting,
-        "split": split,
+        "split": split, "bank_half": bank_half,
         "seconds": suite.test_set.seconds,
         "bank": str(bank_root.resolve()) if noise_bank is not None and bank_root else None,
     })  # fmt: skip
@@ -1010,7 +1021,8 @@ def run_suite(
     by_piece: dict[str, list[Cell]] = {}
     for c in cells:
         by_piece.setdefault(c.piece, []).append(c)
-    env = _Env(out, suite.test_set.seconds, bank_root if noise_bank is not None else None)
+    env = _Env(out, suite.test_set.seconds, bank_root if noise_bank is not None else None,
+               bank_half)  # fmt: skip
     results: dict[str, PieceResult] = {}
     bar = tqdm(total=len(cells), desc=f"bench {suite.name}", unit="cell", disable=not progress)
     try:
@@ -1069,7 +1081,7 @@ def run_suite(
     system_records.update(kept)
     record = {
         "suite": str(suite.path), "name": suite.name, "description": suite.description,
-        **same_run, "bank_half": "test",
+        **same_run, "bank_half": bank_half,
         "systems": {n: system_records[n] for n in order}, "machine": ran_on,
         "cells": {"total": len(cells), "transcribed": computed, "from_cache": cached,
                   "failed": len(failures)},

@@ -329,6 +329,54 @@ def test_a_resumed_run_with_other_settings_is_refused(tmp_path, corpus, refs):
         run_suite(suite, tmp_path / "out", progress=False, report=False)
 
 
+def test_noise_is_drawn_from_the_test_half_only_on_the_test_split(
+    tmp_path, corpus, bank, refs, monkeypatch
+):
+    """A choice made on validation must never hear the test noise: the bank's train half there,
+    its test half on the test split; a cache drawn before the half was recorded (every split
+    drew test noise) is not resumed for another half."""
+    import json
+
+    import avfusion.noise
+
+    root = tmp_path / "corpus"  # the same two performances, listed as test and as validation
+    root.mkdir()
+    for split in ("test", "validation"):
+        (root / split).symlink_to(corpus / "test")
+    recs = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
+    recs += [{**r, "split": "validation"} for r in recs]
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    halves: list[str] = []
+    real = avfusion.noise.degrade
+
+    def spy(*args, **kwargs):
+        halves.append(kwargs["half"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(avfusion.noise, "degrade", spy)
+    suite = _suite(tmp_path, f"""
+        test_set: {{corpus: {root}, split: test, seconds: 2}}
+        bank: {bank}
+        conditions: [babble@0db]
+        systems: [{{name: fake, command: "'{sys.executable}' '{refs / "fake.py"}' {{audio}} {{midi}} '{refs}'"}}]
+    """)  # fmt: skip
+    for split, half in (("test", "test"), ("validation", "train")):
+        out = tmp_path / split
+        run_suite(suite, out, split=split, progress=False, report=False)
+        assert halves == [half] * len(PIECES)
+        assert json.loads((out / "run.json").read_text())["bank_half"] == half
+        halves.clear()
+    _calls(refs)
+    for split in ("test", "validation"):  # caches as written before the half was recorded
+        settings = tmp_path / split / "cache" / "settings.json"
+        old = {k: v for k, v in json.loads(settings.read_text()).items() if k != "bank_half"}
+        settings.write_text(json.dumps(old))
+    with pytest.raises(SuiteError, match="bank_half"):
+        run_suite(suite, tmp_path / "validation", split="validation", progress=False, report=False)
+    run_suite(suite, tmp_path / "test", progress=False, report=False)  # test noise: resumed
+    assert halves == [] and _calls(refs) == []
+
+
 def test_a_checkpoint_with_other_thresholds_is_refused_by_the_cache(tmp_path, corpus, checkpoints):
     import json
     import shutil
