@@ -26,7 +26,10 @@ Every reference note left unmatched (a miss) is put in the first class that fits
 - ``missed:other``.
 
 Writes ``errors.csv`` (tidy: system, condition, class, count, share of the false positives)
-under ``--out`` (default: the run folder) and prints one table per condition.
+under ``--out`` (default: the run folder) and prints one table per condition. With
+``--keep-others``, the rows that an existing ``errors.csv`` there holds for systems this call
+does not read are kept (after ``eval.run --systems … --keep-others`` has re-run some systems and
+the cache holds only theirs).
 """
 
 from __future__ import annotations
@@ -198,6 +201,26 @@ def breakdown(
     return rows
 
 
+FIELDS = ("system", "condition", "class", "count", "share")
+"""The columns of ``errors.csv``."""
+
+
+def kept_rows(path: Path, replaced: set[str]) -> list[dict[str, str]]:
+    """The rows of an earlier ``errors.csv`` whose system is not in ``replaced`` (none when the
+    file does not exist).
+
+    Raises:
+        ValueError: the file is not an errors.csv (other columns); names the file.
+    """
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != FIELDS:
+            raise ValueError(f"{path}: columns {reader.fieldnames}, expected {list(FIELDS)}")
+        return [r for r in reader if r["system"] not in replaced]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -206,18 +229,27 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--conditions", nargs="+", help="condition folders (default: all cached)")
     ap.add_argument("--systems", nargs="+", help="system names (default: all cached)")
     ap.add_argument("--out", type=Path, help="folder for errors.csv (default: the run folder)")
+    ap.add_argument("--keep-others", action="store_true",
+                    help="keep the rows of an existing errors.csv in --out for the systems not "
+                    "read now")  # fmt: skip
     args = ap.parse_args(argv)
+    out = args.out or args.run
     try:
         rows = breakdown(args.run, args.conditions, args.systems)
+        read_now = {str(r["system"]) for r in rows}
+        kept = kept_rows(out / "errors.csv", read_now) if args.keep_others else []
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    out = args.out or args.run
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "errors.csv") as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["system", "condition", "class", "count", "share"])
+        w = csv.DictWriter(f, fieldnames=list(FIELDS))
         w.writeheader()
         w.writerows(rows)
+        w.writerows(kept)
+    if kept:
+        names = ", ".join(dict.fromkeys(r["system"] for r in kept))
+        print(f"kept {len(kept)} rows of {names} from the earlier errors.csv")
     for cond in dict.fromkeys(str(r["condition"]) for r in rows):
         print(f"\n{cond}: false positives by class (share), matched and missed notes, "
               "misses by class (share of misses)")  # fmt: skip

@@ -622,6 +622,28 @@ def test_error_breakdown_classes_each_false_positive(tmp_path, corpus, capsys):
         errors.main([str(run), "--conditions", "clean", "pink@0db"])  # nothing under pink@0db
     assert info.value.code == 2 and "pink@0db" in capsys.readouterr().err
 
+    # --keep-others: an earlier system's rows survive a re-read of only the others; without it
+    # the file holds only what was read; a file that is not an errors.csv is refused
+    table = run / "errors.csv"
+    earlier = table.read_text().replace("\nsys,", "\nold,")
+    table.write_text(earlier)
+    errors.main([str(run), "--keep-others"])
+    rows = list(csv.DictReader(open(table)))
+    assert {r["system"] for r in rows} == {"sys", "old"}
+    assert [r for r in rows if r["system"] == "old"] == [
+        r for r in csv.DictReader(earlier.splitlines()) if r["system"] == "old"
+    ]
+    errors.main([str(run), "--keep-others"])  # again: sys replaced, not doubled
+    assert len(list(csv.DictReader(open(table)))) == len(rows)
+    errors.main([str(run)])
+    assert {r["system"] for r in csv.DictReader(open(table))} == {"sys"}
+    capsys.readouterr()
+    table.write_text("a,b\n1,2\n")
+    with pytest.raises(SystemExit) as info:
+        errors.main([str(run), "--keep-others"])
+    assert info.value.code == 2 and "errors.csv: columns" in capsys.readouterr().err
+    assert table.read_text() == "a,b\n1,2\n"  # left as it was
+
 
 def test_misses_are_classed_by_what_was_played_with_them():
     from avfusion.notes import Note
