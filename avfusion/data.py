@@ -68,6 +68,7 @@ class DataConfig:
 
     @property
     def frame_rate_hz(self) -> float:
+        """Label frames per second, ``sample_rate_hz / hop_length`` (31.25 by default)."""
         return self.sample_rate_hz / self.hop_length
 
     def n_frames(self, n_samples: int) -> int:

@@ -100,6 +100,8 @@ class DecodeConfig:
         return len(self.onset_calibration_x) > 0 or self.rescorer is not None
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field (tuples become lists, the rescorer its own dict),
+        as stored under ``extra.decode`` of a checkpoint's ``config.json``."""
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["rescorer"] = None if self.rescorer is None else self.rescorer.to_dict()
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}

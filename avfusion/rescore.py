@@ -335,6 +335,8 @@ class Rescorer:
         return 1.0 / (1.0 + np.exp(-(h @ w2 + self.b2)))
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (feature set, standardisation, weights), the inverse of
+        `from_dict`; stored under ``extra.decode.rescorer`` of a checkpoint."""
         return {"feature_set": self.feature_set, "mean": list(self.mean),
                 "scale": list(self.scale), "w1": [list(r) for r in self.w1],
                 "b1": list(self.b1), "w2": list(self.w2), "b2": self.b2}  # fmt: skip

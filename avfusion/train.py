@@ -114,6 +114,12 @@ class TrainConfig:
                     split_val_condition(cond)
                 except ValueError as e:
                     raise ValueError(f"{name}: {e}") from None
+        # the data section and its degradation sampler too: a typo there must stop the run
+        # before it writes anything, not raise a TypeError when the data loader is built
+        check_known_keys(DataConfig, self.data, "data")
+        from avfusion.noise import SamplerConfig
+
+        SamplerConfig.from_dict(self.data.get("degradation"))
         if self.rescorer_performances < 0 or self.rescorer_hidden < 1:
             raise ValueError(
                 f"rescorer_performances={self.rescorer_performances} must be >= 0 and "
@@ -154,9 +160,14 @@ class TrainConfig:
         d = yaml.safe_load(path.read_text()) or {}
         d.update({k: v for k, v in overrides.items() if v is not None})
         check_known_keys(cls, d, str(path))
-        return cls(**d)
+        try:
+            return cls(**d)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
 
     def data_config(self) -> DataConfig:
+        """The ``data:`` section as a `avfusion.data.DataConfig` (TypeError on a key that
+        DataConfig does not have)."""
         return DataConfig(**self.data)
 
 

@@ -162,6 +162,8 @@ class Results:
     values: dict[tuple[str, str, str], dict[str, float]]
 
     def per_piece(self, metric: str, system: str, condition: str) -> dict[str, float]:
+        """``{piece: value}`` of one metric, system and condition, averaged over seeds
+        (empty when the run has no such cells)."""
         return self.values.get((metric, system, condition), {})
 
 

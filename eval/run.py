@@ -412,6 +412,8 @@ class Cell:
     seen_seed: int
 
     def cache_path(self, out: Path) -> Path:
+        """Where this cell's MIDI is cached under the run folder ``out``
+        (``cache/SYSTEM/CONDITION/PIECE[.seedN].mid``)."""
         suffix = "" if self.seen_seed == 0 else f".seed{self.seen_seed}"
         return out / "cache" / self.system / self.seen.text / f"{self.piece}{suffix}.mid"
 

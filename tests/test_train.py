@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from avfusion.midi import write_midi
 from avfusion.synth.corpus import CorpusConfig, build_corpus
@@ -203,6 +204,29 @@ def test_velocity_stack_trains_alone_from_a_model_without_one(tmp_path, corpus):
     assert any(r.get("val/note_offset_velocity_f1") for r in rows)
     assert "note_offset_f1/clean" in meta["validation"]
     assert meta["train_config"]["train_only"] == ["velocity_stack", "velocity_head"]
+
+
+def test_a_typo_in_the_data_section_stops_the_cli_before_it_writes(tmp_path, capsys):
+    """Unknown keys under ``data:`` or ``data.degradation:`` are refused when the config is
+    read, with the file and the known keys, a non-zero exit and no run folder."""
+    from avfusion.cli import main
+
+    cfg = {"name": "t", "model_preset": "tiny", "max_steps": 1,
+           "data": {"window_s": 1.0, "degradation": {"p_clean": 0.5}}}  # fmt: skip
+    for section, bad in (("data", {"widnow_s": 1.0}), ("degradation", {"pclean": 0.5})):
+        d = {**cfg, "data": {**cfg["data"]}}
+        if section == "data":
+            d["data"].update(bad)
+        else:
+            d["data"]["degradation"] = {**d["data"]["degradation"], **bad}
+        path = tmp_path / f"{section}.yaml"
+        path.write_text(yaml.safe_dump(d))
+        out = tmp_path / f"run-{section}"
+        assert main(["train", "--config", str(path), "--out", str(out)]) != 0
+        err = capsys.readouterr().err
+        assert str(path) in err and f"{section}: unknown keys" in err and next(iter(bad)) in err
+        assert "window_s" in err or "p_clean" in err  # the known keys are listed
+        assert not out.exists()
 
 
 def test_train_only_and_val_metric_are_checked():

@@ -44,6 +44,7 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
+        """True when the check found no problem."""
         return not self.problems
 
     def table(self) -> str:

@@ -87,6 +87,7 @@ class SamplerConfig:
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field as a JSON-ready dict (the ``degradation:`` section of a config)."""
         return asdict(self)
 
 

@@ -64,6 +64,7 @@ class Score:
 
     @property
     def end_q(self) -> float:
+        """Where the last note ends, in quarter notes from the start (0 with no notes)."""
         return max((n.onset_q + n.duration_q for n in self.notes), default=0.0)
 
     def pitch_range(self) -> tuple[int, int]:
