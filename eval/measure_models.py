@@ -116,12 +116,18 @@ def main(argv: list[str] | None = None) -> None:
         parsed = {c: parse_bench_condition(c) for c in args.conditions}
     except ValueError as e:
         ap.error(str(e))
-    bank = NoiseBank(args.bank)
+    try:
+        bank = NoiseBank(args.bank)
+    except (FileNotFoundError, ValueError) as e:
+        ap.error(f"--bank: {e}")
     # the bank's test half only for the test split: a choice made on validation must not see it
     half = "test" if args.split == "test" else "train"
     models = {}
     for run in args.runs:
-        system = AvfusionSystem(run / "model", device="cpu")
+        try:
+            system = AvfusionSystem(run / "model", device="cpu")
+        except (FileNotFoundError, ValueError) as e:  # no export there, or a corrupt one
+            ap.error(f"--runs: {e}")
         if system.mode in models:
             ap.error(
                 f"--runs: {models[system.mode][2]} and {run} are both {system.mode} models; the "
@@ -134,7 +140,10 @@ def main(argv: list[str] | None = None) -> None:
         rect_width_px=any_cfg.rect_width_px,
         rect_height_px=any_cfg.rect_height_px,
     )
-    perfs = list_performances(args.corpus, args.split)[: args.max_performances]
+    try:
+        perfs = list_performances(args.corpus, args.split)[: args.max_performances]
+    except (FileNotFoundError, ValueError) as e:  # no corpus there, or an empty split
+        ap.error(f"--corpus: {e}")
     rows = []
     scratch = Path(tempfile.mkdtemp(prefix="avfusion-measure-"))
     t0 = time.perf_counter()

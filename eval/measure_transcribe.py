@@ -170,7 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     from avfusion.data import list_performances
     from avfusion.transcribe import TranscriptionError, default_checkpoint
 
-    perfs = list_performances(args.corpus, "test")
+    try:
+        perfs = list_performances(args.corpus, "test")
+    except (FileNotFoundError, ValueError) as e:  # no corpus there, or no test split
+        ap.error(f"--corpus: {e}")
     perf = next((p for p in perfs if p.id == args.piece), None) if args.piece else perfs[0]
     if perf is None:
         raise SystemExit(f"{args.piece}: not in the test split of {args.corpus}")

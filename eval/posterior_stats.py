@@ -124,8 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    models = [model_stats(c, args.corpus, args.split, args.max_performances, args.seconds)
-              for c in args.checkpoints]  # fmt: skip
+    try:
+        models = [model_stats(c, args.corpus, args.split, args.max_performances, args.seconds)
+                  for c in args.checkpoints]  # fmt: skip
+    except (FileNotFoundError, ValueError) as e:  # no checkpoint or corpus there, empty split
+        ap.error(str(e))
     record = {"split": args.split, "seconds": args.seconds, "models": models,
               "machine": machine(), "wall_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)

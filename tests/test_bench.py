@@ -721,3 +721,22 @@ def test_measure_models_routes_audio_and_video_conditions(
                              "--out", str(tmp_path / "bad")])  # fmt: skip
     assert "are both video models" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_measurement_programs_name_what_is_missing_and_write_nothing(tmp_path, capsys):
+    """The eval programs refuse a missing run, checkpoint or corpus with exit code 2 and a
+    message naming the path, before any output is written."""
+    from eval import measure_models, measure_transcribe, posterior_stats
+
+    nope = tmp_path / "nope"
+    cases = [
+        (measure_models.main, ["--runs", str(nope), "--out", str(tmp_path / "m")], "nope/model"),
+        (posterior_stats.main, [str(nope), "--out", str(tmp_path / "p.json")], "nope"),
+        (measure_transcribe.main, ["--corpus", str(nope), "--out", str(tmp_path / "t.json")],
+         "nope/manifest.jsonl"),
+    ]  # fmt: skip
+    for main, args, named in cases:
+        with pytest.raises(SystemExit) as info:
+            main(args)
+        assert info.value.code == 2 and named in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
