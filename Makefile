@@ -7,7 +7,7 @@ APT_PACKAGES := libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont musescore-g
   chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup apt venv eval-deps test test-all lint demo models models-long models-fallback models-lowlight models-velocity models-rescore models-rescore-cqt models-rescore-cqt2 models-rescore-hist models-timbre clean
+.PHONY: setup apt venv eval-deps test test-all lint demo models models-long models-fallback models-lowlight models-velocity models-rescore models-rescore-cqt models-rescore-cqt2 models-rescore-hist models-timbre models-transplant clean
 
 # Export (`avfusion train --export-only`) the fusion and audio-only models of config $(1) at
 # once, one thread each, into runs/cpu-small-MODE-$(2) (log runs/$(2)-MODE.log); $(3) non-empty:
@@ -205,6 +205,25 @@ models-rescore-cqt2: data/corpus/manifest.jsonl data/noise/manifest.json
 models-rescore-hist: data/corpus/manifest.jsonl data/noise/manifest.json
 	mkdir -p runs
 	$(call export_fusion_audio,cpu-small-rescore-hist,rescore-hist,init)
+
+# A probe (not bundled; experiments/runs/cpu-small-transplant): the bundled fusion model with
+# its video encoder swapped for the bundled video-only model's, fine-tuned 400 steps with stage
+# 5b's sampler, and its control (the bundled fusion model re-exported with the same config);
+# both exported without a rescorer, then measured on validation (about 40 min on 2 cores).
+models-transplant: data/corpus/manifest.jsonl data/noise/manifest.json
+	mkdir -p runs
+	$(PY) -c "from avfusion.model.checkpoint import load_checkpoint, save_checkpoint; \
+	  f, extra = load_checkpoint('avfusion/models/fusion'); v, _ = load_checkpoint('avfusion/models/video'); \
+	  f.video_encoder.load_state_dict(v.video_encoder.state_dict()); \
+	  save_checkpoint(f, 'runs/transplant-init/model', extra)"
+	OMP_NUM_THREADS=2 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-transplant.yaml \
+	  --init runs/transplant-init/model --mode fusion --out runs/cpu-small-fusion-transplant --no-progress
+	OMP_NUM_THREADS=2 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-transplant.yaml \
+	  --init fusion --mode fusion --out runs/bundled-fusion-noresc --export-only --no-progress
+	for r in cpu-small-fusion-transplant bundled-fusion-noresc; do \
+	  $(PY) -m eval.measure_models --runs runs/$$r --split validation \
+	    --conditions clean pink@-10db pink@-20db music@0db dropout@30% silence \
+	    --out experiments/runs/cpu-small-transplant/validation-$$r; done
 
 # Stage 9 (an experiment, not bundled: experiments/configs/cpu-small-timbre.yaml; record
 # experiments/runs/cpu-small-timbre):
