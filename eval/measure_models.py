@@ -116,10 +116,6 @@ def main(argv: list[str] | None = None) -> None:
         parsed = {c: parse_bench_condition(c) for c in args.conditions}
     except ValueError as e:
         ap.error(str(e))
-    try:
-        bank = NoiseBank(args.bank)
-    except (FileNotFoundError, ValueError) as e:
-        ap.error(f"--bank: {e}")
     # the bank's test half only for the test split: a choice made on validation must not see it
     half = "test" if args.split == "test" else "train"
     models = {}
@@ -134,6 +130,10 @@ def main(argv: list[str] | None = None) -> None:
                 "table has one model per mode (measure the other in a second call)"
             )
         models[system.mode] = (system, system.extra, run)
+    try:
+        bank = NoiseBank(args.bank)
+    except (FileNotFoundError, ValueError) as e:
+        ap.error(f"--bank: {e}")
     any_cfg = next(iter(models.values()))[0].model.config
     dc = DataConfig(
         hop_length=any_cfg.hop_length,
