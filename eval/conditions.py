@@ -23,6 +23,12 @@ GRID_KEYS = frozenset({"noise", "snr_db"})
 """Keys of a grid entry in a suite's ``conditions``."""
 
 
+def noise_half(split: str) -> str:
+    """The noise bank's half that degrades a split: ``test`` for the test split only, ``train``
+    for any other, so that a choice made on validation never hears the test noise."""
+    return "test" if split == "test" else "train"
+
+
 class SuiteError(ValueError):
     """A suite file (or a command-line override) is malformed; the message names the file and
     the entry."""

@@ -30,7 +30,7 @@ from avfusion.metrics import METRIC_KEYS, transcription_metrics
 from avfusion.midi import read_midi
 from avfusion.noise import NoiseBank, degrade
 from avfusion.notes import Notes
-from eval.conditions import degrade_video, parse_bench_condition
+from eval.conditions import degrade_video, noise_half, parse_bench_condition
 from eval.machine import machine
 from eval.systems import AvfusionSystem, Clip
 
@@ -116,8 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         parsed = {c: parse_bench_condition(c) for c in args.conditions}
     except ValueError as e:
         ap.error(str(e))
-    # the bank's test half only for the test split: a choice made on validation must not see it
-    half = "test" if args.split == "test" else "train"
+    half = noise_half(args.split)
     models = {}
     for run in args.runs:
         try:

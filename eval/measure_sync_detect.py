@@ -56,6 +56,7 @@ from avfusion.sync import (
     estimate_offset_s,
 )
 from avfusion.video import iter_frames
+from eval.conditions import noise_half
 from eval.machine import machine
 
 SHIFTS_S = (-0.5, -0.333, -0.2, 0.0, 0.1, 0.137, 0.4)
@@ -129,8 +130,7 @@ def _degraded(audio: np.ndarray, perf_id: str, args: argparse.Namespace) -> np.n
 
     bank = NoiseBank(args.bank) if (args.bank / "manifest.json").is_file() else None
     rng = np.random.default_rng(zlib.crc32(f"{perf_id}|{args.condition}".encode()))
-    half = "test" if args.split == "test" else "train"
-    return degrade(audio, args.condition, rng, bank=bank, half=half).audio
+    return degrade(audio, args.condition, rng, bank=bank, half=noise_half(args.split)).audio
 
 
 def _estimator(model_name: str | None) -> Callable[..., OffsetEstimate]:

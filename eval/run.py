@@ -112,6 +112,7 @@ from eval.conditions import (
     SuiteError,
     degrade_video,
     expand_conditions,
+    noise_half,
 )
 from eval.systems import (
     AvfusionSystem,
@@ -463,7 +464,7 @@ class _Env:
     out: Path
     seconds: float | None
     bank_root: Path | None
-    bank_half: str = "test"
+    bank_half: str  # eval.conditions.noise_half of the split
 
 
 @dataclass
@@ -924,8 +925,7 @@ def run_suite(
     where = str(suite.path)
     entries = select_systems(suite, systems) if systems else suite.systems
     split = split or suite.test_set.split
-    # the bank's test half only for the test split: a choice made on validation must not hear it
-    bank_half = "test" if split == "test" else "train"
+    bank_half = noise_half(split)
     modalities = frozenset({"audio", "video"})
     data_setting: str | None = None
     if dataset is not None:
