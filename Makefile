@@ -7,7 +7,7 @@ APT_PACKAGES := libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont musescore-g
   chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup apt venv eval-deps test test-all lint demo models models-long models-fallback models-lowlight models-velocity models-rescore models-rescore-cqt models-rescore-cqt2 models-rescore-hist models-timbre models-transplant clean
+.PHONY: setup apt venv eval-deps test test-all lint demo models models-long models-fallback models-lowlight models-velocity models-rescore models-rescore-cqt models-rescore-cqt2 models-rescore-hist models-timbre models-transplant models-distill clean
 
 # Export (`avfusion train --export-only`) the fusion and audio-only models of config $(1) at
 # once, one thread each, into runs/cpu-small-MODE-$(2) (log runs/$(2)-MODE.log); $(3) non-empty:
@@ -224,6 +224,23 @@ models-transplant: data/corpus/manifest.jsonl data/noise/manifest.json
 	  $(PY) -m eval.measure_models --runs runs/$$r --split validation \
 	    --conditions clean pink@-10db pink@-20db music@0db dropout@30% silence \
 	    --out experiments/runs/cpu-small-transplant/validation-$$r; done
+
+# A probe (experiments/runs/cpu-small-distill): the bundled fusion model fine-tuned 400 steps
+# with the bundled video-only model as a distillation teacher on the windows that lost their
+# audio, and the same fine-tuning without the teacher, side by side with one thread each; both
+# exported without a rescorer, then measured on validation.
+models-distill: data/corpus/manifest.jsonl data/noise/manifest.json
+	mkdir -p runs
+	OMP_NUM_THREADS=1 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-distill.yaml \
+	  --init fusion --mode fusion --out runs/cpu-small-fusion-distill --no-progress \
+	  > runs/distill-train.log 2>&1 & distill=$$!; \
+	OMP_NUM_THREADS=1 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-distill-control.yaml \
+	  --init fusion --mode fusion --out runs/cpu-small-fusion-distill-control --no-progress \
+	  > runs/distill-control-train.log 2>&1; control=$$?; wait $$distill && test $$control -eq 0
+	for r in cpu-small-fusion-distill cpu-small-fusion-distill-control; do \
+	  OMP_NUM_THREADS=1 $(PY) -m eval.measure_models --runs runs/$$r --split validation \
+	    --conditions clean pink@-10db pink@-20db music@0db dropout@30% silence \
+	    --out experiments/runs/cpu-small-distill/validation-$$r > runs/val-$$r.log 2>&1 & done; wait
 
 # Stage 9 (an experiment, not bundled: experiments/configs/cpu-small-timbre.yaml; record
 # experiments/runs/cpu-small-timbre):

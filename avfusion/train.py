@@ -101,6 +101,12 @@ class TrainConfig:
     # sound to read and keeps the posteriors), "posteriors+history" (also the key's own recent
     # past: avfusion.rescore.history_features) or "posteriors+cqt+history"
     rescorer_features: str = "posteriors"
+    # distillation for the missing-audio case (fusion mode only): a video-only model (bundled
+    # name or checkpoint folder) whose onset and frame posteriors on the same video are soft
+    # targets for the fusion model's, on the training windows whose audio the modality
+    # drop-out removed, with this weight (`distillation_loss`); None: no teacher
+    distill_from: str | None = None
+    distill_weight: float = 1.0
     allow_pickle: bool = False  # let the Audeo adapter read its pickled labels
 
     def __post_init__(self) -> None:
@@ -134,6 +140,13 @@ class TrainConfig:
             raise ValueError(f"velocity_loss={self.velocity_loss!r}: must be 'mse' or 'centred'")
         if self.val_metric not in VAL_METRICS:
             raise ValueError(f"val_metric={self.val_metric!r}: must be one of {VAL_METRICS}")
+        if self.distill_from is not None and self.mode != "fusion":
+            raise ValueError(
+                f"distill_from: a video-only teacher is for a fusion model's missing audio; "
+                f"this run's mode is {self.mode}"
+            )
+        if self.distill_weight < 0:
+            raise ValueError(f"distill_weight={self.distill_weight} must be >= 0")
 
     @property
     def val_metrics(self) -> tuple[str, ...]:
@@ -400,6 +413,31 @@ def transcription_loss(
     return terms
 
 
+def distillation_loss(
+    student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor], weight: torch.Tensor
+) -> torch.Tensor:
+    """Knowledge distillation (Hinton et al. 2015) of onset and frame posteriors: binary cross
+    entropy of the student's logits against the teacher's probabilities (soft targets), the mean
+    over frames and keys of each window, averaged over the windows with ``weight`` > 0 (weighted
+    by it) and summed over the two heads.
+
+    Args:
+        student, teacher: logits, ``onset`` and ``frame`` each (batch, T, 88).
+        weight: (batch,), >= 0; e.g. 1 for the windows that lost their audio, 0 elsewhere.
+    Returns:
+        A scalar; 0 (still in the student's graph) when every weight is 0.
+    """
+    w = weight.to(student["onset"].dtype)
+    total = student["onset"].new_zeros(())
+    for head in ("onset", "frame"):
+        target = torch.sigmoid(teacher[head].float())
+        per_window = F.binary_cross_entropy_with_logits(
+            student[head].float(), target, reduction="none"
+        ).mean(dim=(1, 2))  # (B,)
+        total = total + (w * per_window).sum() / w.sum().clamp(min=1e-8)
+    return total
+
+
 class _Indices(Dataset):
     def __init__(self, n: int):
         self.n = n
@@ -445,6 +483,28 @@ class TranscriptionSystem(L.LightningModule):
             # velocity stack; a config without one keeps the model's
             if want.velocity_channels and want.velocity_channels != start.config.velocity_channels:
                 self.model = _with_velocity_stack(start, want.velocity_channels, self.cfg.init_from)
+        # the distillation teacher: frozen, in eval mode, and not a submodule (so it is in no
+        # checkpoint or export; `on_fit_start` moves it to the run's device)
+        self._teacher: list[torch.nn.Module] = []
+        if self.cfg.distill_from:
+            from avfusion.model.checkpoint import load_checkpoint
+
+            teacher, _ = load_checkpoint(resolve_init(self.cfg.distill_from))
+            if teacher.config.mode != "video":
+                raise ValueError(
+                    f"distill_from {self.cfg.distill_from}: a {teacher.config.mode} model; the "
+                    "teacher must be a video-only model"
+                )
+            keys = ("hop_length", "sample_rate_hz", "rect_width_px", "rect_height_px")
+            mine = self.model.config
+            diff = {k: (getattr(teacher.config, k), getattr(mine, k)) for k in keys
+                    if getattr(teacher.config, k) != getattr(mine, k)}  # fmt: skip
+            if diff:
+                raise ValueError(
+                    f"distill_from {self.cfg.distill_from}: the teacher's frame grid or video "
+                    f"size differs from the model's: {diff} (teacher, model)"
+                )
+            self._teacher = [teacher.eval().requires_grad_(False)]
         self._frozen: list[torch.nn.Module] = []
         if self.cfg.train_only:
             self._frozen = _freeze_all_but(self.model, self.cfg.train_only)
@@ -452,6 +512,10 @@ class TranscriptionSystem(L.LightningModule):
         self._val_scores: dict[tuple[str, str], list[float]] = {}
         self._val_cache: tuple[tuple[int, int], list[Any]] | None = None
         self.bank: Any = None
+
+    def on_fit_start(self) -> None:
+        for teacher in self._teacher:
+            teacher.to(self.device)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Lightning puts the whole model in train mode after each validation
@@ -467,8 +531,17 @@ class TranscriptionSystem(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         audio, video, times, n_frames = self._inputs(batch)
-        logits = self.model(audio, video, times, n_frames=n_frames)
-        terms = transcription_loss(logits, batch, self.cfg)
+        if not self._teacher:
+            logits = self.model(audio, video, times, n_frames=n_frames)
+            terms = transcription_loss(logits, batch, self.cfg)
+        else:  # the drop-out drawn here, to know which windows lost their audio
+            keep = self.model.draw_modality_keep(batch["onset"].shape[0], self.device)
+            logits = self.model(audio, video, times, n_frames=n_frames, modality_keep=keep)
+            terms = transcription_loss(logits, batch, self.cfg)
+            with torch.no_grad():
+                target = self._teacher[0](None, video, times, n_frames=n_frames)
+            terms["distill"] = distillation_loss(logits, target, 1.0 - keep[0])
+            terms["loss"] = terms["loss"] + self.cfg.distill_weight * terms["distill"]
         self.log_dict(
             {f"train/{k}": v.detach() for k, v in terms.items()},
             prog_bar=False,

@@ -306,6 +306,24 @@ def test_modality_dropout_removes_audio_in_training_only() -> None:
     assert not torch.allclose(a["frame"], b["frame"])
 
 
+def test_a_given_modality_keep_drops_the_audio_of_the_chosen_samples_only() -> None:
+    """``modality_keep`` replaces the drawn drop-out: sample 0 loses its audio (its outputs do
+    not depend on it), sample 1 keeps it; a wrong shape is refused."""
+    cfg = tiny(p_drop_audio=0.0, p_drop_video=0.0)
+    model = AVTranscriber(cfg).train()
+    audio, video, times = make_batch(cfg)
+    other_audio = 0.1 * torch.randn_like(audio)
+    keep = (torch.tensor([0.0, 1.0]), torch.ones(2))
+    with torch.no_grad():
+        a = model(audio, video, times, modality_keep=keep)
+        b = model(other_audio, video, times, modality_keep=keep)
+    for name in HEADS:
+        assert torch.allclose(a[name][0], b[name][0]), name
+    assert not torch.allclose(a["onset"][1], b["onset"][1])
+    with pytest.raises(ValueError, match="modality_keep"):
+        model(audio, video, times, modality_keep=(torch.ones(3), torch.ones(3)))
+
+
 def test_modality_dropout_never_drops_both() -> None:
     model = AVTranscriber(tiny(p_drop_audio=0.5, p_drop_video=0.5))
     torch.manual_seed(1)

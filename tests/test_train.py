@@ -333,6 +333,83 @@ def test_init_keeps_a_velocity_stack_unless_the_config_sets_one(tmp_path):
     assert torch.equal(start.onset_head.weight, resized.model.onset_head.weight)
 
 
+def test_distillation_loss_is_zero_at_the_teacher_and_only_where_weighted():
+    """Soft-target BCE: its gradient vanishes where the student's logits equal the teacher's,
+    it does not reach windows of weight 0, and with every weight 0 it is 0."""
+    import torch
+
+    from avfusion.train import distillation_loss
+
+    g = torch.Generator().manual_seed(0)
+    teacher = {h: torch.randn(3, 5, 88, generator=g) for h in ("onset", "frame")}
+    student = {h: torch.randn(3, 5, 88, generator=g, requires_grad=True) for h in teacher}
+    weight = torch.tensor([1.0, 0.0, 1.0])
+    distillation_loss(student, teacher, weight).backward()
+    for h in teacher:
+        assert student[h].grad[1].abs().max() == 0
+        assert student[h].grad[0].abs().max() > 0
+    at = {h: teacher[h].clone().requires_grad_(True) for h in teacher}
+    distillation_loss(at, teacher, weight).backward()
+    for h in teacher:
+        assert at[h].grad.abs().max() < 1e-7
+    with torch.no_grad():
+        assert float(distillation_loss(student, teacher, torch.zeros(3))) == 0.0
+
+
+def test_distillation_from_a_video_model_trains_the_fusion_model_only(tmp_path):
+    """``distill_from``: a video-only teacher is loaded frozen and kept out of the checkpoint;
+    a training step adds a ``distill`` term on the windows whose audio was dropped and leaves
+    the teacher's weights as they were; a non-video teacher or a non-fusion run is refused."""
+    from dataclasses import asdict
+
+    import torch
+
+    from avfusion.data import DataConfig
+    from avfusion.model import AVTranscriber, preset
+    from avfusion.model.checkpoint import save_checkpoint
+    from avfusion.train import TrainConfig, TranscriptionSystem
+
+    dc = DataConfig(window_s=1.0)
+    geo = {"rect_width_px": dc.rect_width_px, "rect_height_px": dc.rect_height_px,
+           "hop_length": dc.hop_length}  # fmt: skip
+    save_checkpoint(AVTranscriber(preset("tiny", mode="video", **geo)), tmp_path / "teacher")
+    save_checkpoint(AVTranscriber(preset("tiny", mode="audio", **geo)), tmp_path / "audio")
+    cfg = TrainConfig(model_preset="tiny", data={"window_s": 1.0}, distill_weight=2.0,
+                      distill_from=str(tmp_path / "teacher"),
+                      model={"p_drop_audio": 1.0, "p_drop_video": 0.0})  # fmt: skip
+    system = TranscriptionSystem(asdict(cfg))
+    assert not any("teacher" in k for k in system.state_dict())
+    teacher = system._teacher[0]
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    n = dc.n_frames(16000)  # 1 s at 16 kHz
+    g = torch.Generator().manual_seed(0)
+    batch = {
+        "audio": 0.1 * torch.randn(2, 16000, generator=g),
+        "video": torch.randint(0, 256, (2, 30, dc.rect_height_px, dc.rect_width_px), generator=g,
+                               dtype=torch.uint8),
+        "video_times_s": (torch.arange(30) / 30.0).expand(2, 30).contiguous(),
+        **{k: torch.zeros(2, n, 88) for k in ("onset", "frame", "offset", "velocity")},
+        "pedal": torch.zeros(2, n),
+    }  # fmt: skip
+    logged = {}
+    system.log_dict = lambda d, **kw: logged.update(d)
+    system.log = lambda *a, **kw: None
+    system.model.train()
+    loss = system.training_step(batch, 0)
+    assert float(logged["train/distill"]) > 0  # p_drop_audio = 1: every window distils
+    plain = sum(w * float(logged[f"train/{k}"]) for k, w in cfg.loss_weights.items())
+    assert float(loss) == pytest.approx(plain + 2.0 * float(logged["train/distill"]), rel=1e-5)
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    with pytest.raises(ValueError, match="video-only"):
+        TranscriptionSystem(asdict(TrainConfig(model_preset="tiny", data={"window_s": 1.0},
+                                               distill_from=str(tmp_path / "audio"))))  # fmt: skip
+    with pytest.raises(ValueError, match="mode is audio"):
+        TrainConfig(mode="audio", distill_from=str(tmp_path / "teacher"))
+
+
 def test_export_only_refits_the_rescorer_of_a_starting_model(tmp_path, corpus):
     """--export-only with --init and no checkpoint of the run's own: the starting model's
     weights are exported as they are, with re-tuned thresholds and a rescorer fitted to them;

@@ -516,6 +516,7 @@ class AVTranscriber(nn.Module):
         video: Tensor | None = None,
         video_times_s: Tensor | None = None,
         n_frames: int | None = None,
+        modality_keep: tuple[Tensor, Tensor] | None = None,
     ) -> dict[str, Tensor]:
         """Transcribe one batch of windows.
 
@@ -530,6 +531,10 @@ class AVTranscriber(nn.Module):
                 window start (audio sample 0 is time 0), non-decreasing; any frame rate.
             n_frames: number of model frames T; required when ``audio`` is None, otherwise it
                 must equal ``n_frames(n_samples)`` = ``n_samples // hop_length + 1``.
+            modality_keep: in training with both modalities in fusion mode, the modality
+                drop-out to apply, ``(keep_audio, keep_video)``, each float (batch,) of 0/1 (as
+                `draw_modality_keep` returns; the caller drew it, e.g. to know which samples
+                lost their audio); None: drawn here. Ignored outside training.
         Returns:
             Logits, model frame i centred at ``i * hop_length / sample_rate_hz`` s, key index
             MIDI − 21: ``onset``, ``frame``, ``offset``: shape (batch, T, 88) (apply a
@@ -538,7 +543,8 @@ class AVTranscriber(nn.Module):
             logits; with audio also ``key_cqt``: (batch, T, 88), the log-CQT per key
             (`key_spectrum`; an input feature for the decoder, not a prediction).
         Raises:
-            ValueError: on missing inputs or shapes that do not fit the config.
+            ValueError: on missing inputs or shapes that do not fit the config (or
+                ``modality_keep``).
         """
         cfg = self.config
         batch, n_out = self._check_inputs(audio, video, video_times_s, n_frames)
@@ -549,7 +555,15 @@ class AVTranscriber(nn.Module):
         keep_audio: Tensor | None = None
         keep_video: Tensor | None = None
         if self.training and cfg.mode == "fusion" and use_audio and use_video:
-            keep_audio, keep_video = self.draw_modality_keep(batch, device)
+            if modality_keep is None:
+                keep_audio, keep_video = self.draw_modality_keep(batch, device)
+            else:
+                keep_audio, keep_video = (k.to(device).float() for k in modality_keep)
+                if keep_audio.shape != (batch,) or keep_video.shape != (batch,):
+                    raise ValueError(
+                        f"modality_keep: expected two tensors of shape ({batch},), got "
+                        f"{tuple(keep_audio.shape)} and {tuple(keep_video.shape)}"
+                    )
 
         audio_tokens: Tensor | None = None
         spec: Tensor | None = None
