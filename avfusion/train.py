@@ -449,6 +449,13 @@ class _Indices(Dataset):
         return i
 
 
+def _grid_differences(a: Any, b: Any) -> dict[str, tuple[Any, Any]]:
+    """The settings two model configs must share to read the same windows (frame grid, sample
+    rate, rectified video size): ``{name: (a's, b's)}`` for each that differs."""
+    keys = ("hop_length", "sample_rate_hz", "rect_width_px", "rect_height_px")
+    return {k: (getattr(a, k), getattr(b, k)) for k in keys if getattr(a, k) != getattr(b, k)}
+
+
 class TranscriptionSystem(L.LightningModule):
     """The model plus what training needs: losses, optimiser, validation by note F1."""
 
@@ -470,9 +477,7 @@ class TranscriptionSystem(L.LightningModule):
                     f"is {self.cfg.mode}"
                 )
             want = model_config_for(self.cfg)
-            keys = ("hop_length", "sample_rate_hz", "rect_width_px", "rect_height_px")
-            diff = {k: (getattr(start.config, k), getattr(want, k)) for k in keys
-                    if getattr(start.config, k) != getattr(want, k)}  # fmt: skip
+            diff = _grid_differences(start.config, want)
             if diff:
                 raise ValueError(
                     f"--init {self.cfg.init_from}: the model was trained on other data settings "
@@ -495,10 +500,7 @@ class TranscriptionSystem(L.LightningModule):
                     f"distill_from {self.cfg.distill_from}: a {teacher.config.mode} model; the "
                     "teacher must be a video-only model"
                 )
-            keys = ("hop_length", "sample_rate_hz", "rect_width_px", "rect_height_px")
-            mine = self.model.config
-            diff = {k: (getattr(teacher.config, k), getattr(mine, k)) for k in keys
-                    if getattr(teacher.config, k) != getattr(mine, k)}  # fmt: skip
+            diff = _grid_differences(teacher.config, self.model.config)
             if diff:
                 raise ValueError(
                     f"distill_from {self.cfg.distill_from}: the teacher's frame grid or video "
