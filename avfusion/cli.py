@@ -118,6 +118,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if args.dataset is not None and not args.dataset_format:
         raise ValueError("--dataset needs --format NAME")
+    if args.no_export and args.export_only:
+        raise ValueError("--no-export and --export-only exclude each other")
     if args.dataset is None and args.init is None:
         if args.config is None:
             raise ValueError("give --config (or --init MODEL to start from a bundled model)")
@@ -131,8 +133,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"{config.name}-{config.mode}"
     export = train(config, out, accelerator=args.accelerator, devices=args.devices, strategy=args.strategy,
                    resume=not args.no_resume, progress=not args.no_progress,
-                   export_only=args.export_only)  # fmt: skip
-    print(f"exported {export}")
+                   export_only=args.export_only, export=not args.no_export)  # fmt: skip
+    if args.no_export:
+        print(f"trained; checkpoints in {export} (export later with --export-only)")
+    else:
+        print(f"exported {export}")
     return 0
 
 
@@ -374,6 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--export-only",
         action="store_true",
         help="do not train: re-tune thresholds on validation and re-export the best checkpoint",
+    )
+    p.add_argument(
+        "--no-export",
+        action="store_true",
+        help="train only (checkpoints, logs, learning curves): skip the export, which fits the "
+        "rescorer and tunes thresholds on the CPU; run it later with --export-only",
     )
     p.set_defaults(func=_cmd_train)
 

@@ -739,24 +739,31 @@ def train(
     resume: bool = True,
     progress: bool = True,
     export_only: bool = False,
+    export: bool = True,
 ) -> Path:
     """Train a model, resuming from ``out/checkpoints/last.ckpt`` if it exists, then tune
     thresholds on validation and export the best model to ``out/model/`` (safetensors + JSON).
     With ``export_only``, skip training: re-tune and re-export the run's best checkpoint, or,
     when the run has none and ``config.init_from`` names a model, that model's weights as they
-    are (a new rescorer or decoder for a bundled model).
+    are (a new rescorer or decoder for a bundled model). With ``export=False``, stop after
+    training (checkpoints, logs and learning curves only): the export, which fits the rescorer
+    and tunes the decoder on the CPU, can then run elsewhere with ``export_only`` (e.g. after a
+    timed GPU lease).
 
     Raises:
         FileNotFoundError: ``export_only`` without a checkpoint in ``out`` or an ``init_from``.
+        ValueError: ``export_only`` with ``export=False`` (nothing to do).
 
     Returns:
-        The export folder.
+        The export folder, or with ``export=False`` the checkpoint folder.
     """
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
     from avfusion.model.checkpoint import save_checkpoint
 
+    if export_only and not export:
+        raise ValueError("export_only with export=False: nothing to do")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
@@ -784,8 +791,18 @@ def train(
     )  # fmt: skip
     last = out / "checkpoints" / "last.ckpt"
     t0 = time.perf_counter()
+    resumed = resume and last.is_file()
     if loaders is not None:
-        trainer.fit(system, **loaders, ckpt_path=str(last) if resume and last.is_file() else None)
+        trainer.fit(system, **loaders, ckpt_path=str(last) if resumed else None)
+    if not export:  # what the export will record as this run's training time (all calls)
+        trained, wall = out / "trained.json", time.perf_counter() - t0
+        if resumed and trained.is_file():
+            wall += float(json.loads(trained.read_text())["train_wall_s"])
+        trained.write_text(json.dumps({"train_wall_s": round(wall, 1)}) + "\n")
+        plot_learning_curves(
+            out / "logs" / "metrics.csv", out / "learning_curves.png", config.val_monitor
+        )
+        return out / "checkpoints"
     # export-only with --init and no checkpoint of its own: the starting model as it is
     # (re-tuned thresholds, a refitted rescorer), its steps and time from its own export
     from_init = export_only and not last.is_file() and config.init_from is not None
@@ -811,13 +828,13 @@ def train(
     if from_init:
         wall_s = system.init_extra.get("train_wall_s")
         global_step = int(system.init_extra.get("global_step", -1))
-    elif export_only:  # keep the training time of an earlier export
-        old = out / "model" / "config.json"
-        wall_s = (
-            json.loads(old.read_text()).get("extra", {}).get("train_wall_s")
-            if old.is_file()
-            else None
-        )
+    elif export_only:  # keep the training time of an earlier export, or of a --no-export run
+        old, trained = out / "model" / "config.json", out / "trained.json"
+        wall_s = None
+        if old.is_file():
+            wall_s = json.loads(old.read_text()).get("extra", {}).get("train_wall_s")
+        elif trained.is_file():
+            wall_s = json.loads(trained.read_text()).get("train_wall_s")
         global_step = int(torch.load(last, map_location="cpu", weights_only=True)["global_step"])
     else:
         global_step = trainer.global_step

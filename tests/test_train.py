@@ -135,18 +135,29 @@ def test_train_killed_and_resumed_then_exported(tmp_path, corpus):
 
 def test_train_stops_at_max_time_in_audio_mode(tmp_path, corpus):
     """--max-time-min ends training by Lightning's timer long before max_steps, and the
-    audio-only run (which reads no video frames) still validates and exports."""
+    audio-only run (which reads no video frames) still validates; with --no-export it stops
+    there (what a timed GPU lease runs), and --export-only exports it afterwards."""
     from avfusion.model.checkpoint import load_checkpoint
 
     cfg = _config(tmp_path, corpus, max_steps=100_000)
     out = tmp_path / "run"
     args = ["train", "--config", str(cfg), "--mode", "audio", "--out", str(out),
             "--max-time-min", "0.002", "--no-progress", "--accelerator", "cpu"]  # fmt: skip
-    proc = _run(args)
+    proc = _run([*args, "--no-export"])
+    log, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, log[-3000:]
+    assert "export later with --export-only" in log
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert (out / "learning_curves.png").is_file() and not (out / "model").exists()
+    wall_s = json.loads((out / "trained.json").read_text())["train_wall_s"]
+    proc = _run([*args, "--no-export", "--export-only"])
+    log, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 2 and "exclude each other" in log, log[-3000:]
+    proc = _run([*args, "--export-only"])
     log, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, log[-3000:]
     model, meta = load_checkpoint(out / "model")
-    assert model.config.mode == "audio"
+    assert model.config.mode == "audio" and meta["train_wall_s"] == wall_s > 0
     assert 1 <= meta["global_step"] < 1000
     assert "note_f1/clean" in meta["validation"]
 
