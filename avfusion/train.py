@@ -842,11 +842,11 @@ def train(
              "train_wall_s": wall_s, "global_step": global_step,
              "best_step": best_step, "checkpoint": checkpoint,
              "rescorer_fit": rescorer_fit}  # fmt: skip
-    export = save_checkpoint(system.model, out / "model", extra=extra)
+    folder = save_checkpoint(system.model, out / "model", extra=extra)
     plot_learning_curves(
         out / "logs" / "metrics.csv", out / "learning_curves.png", config.val_monitor
     )
-    return export
+    return folder
 
 
 RESCORER_FEATURES: tuple[str, ...] = (
