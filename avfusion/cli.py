@@ -124,11 +124,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.config is None:
             raise ValueError("give --config (or --init MODEL to start from a bundled model)")
         config = TrainConfig.from_yaml(args.config, mode=args.mode, max_steps=args.max_steps,
-                                       max_time_min=args.max_time_min)  # fmt: skip
+                                       max_time_min=args.max_time_min,
+                                       num_workers=args.num_workers)  # fmt: skip
     else:
         config = fine_tune_config(
             args.config, init=args.init, dataset=args.dataset, dataset_format=args.dataset_format,
             allow_pickle=args.allow_pickle, mode=args.mode, max_steps=args.max_steps,
+            max_time_min=args.max_time_min, num_workers=args.num_workers,
         )  # fmt: skip
     out = args.out or Path("runs") / f"{config.name}-{config.mode}"
     export = train(config, out, accelerator=args.accelerator, devices=args.devices, strategy=args.strategy,
@@ -375,6 +377,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-resume", action="store_true", help="start afresh even if a last.ckpt exists"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        default=None,
+        help="override the config's num_workers: data-loading processes (e.g. to share one "
+        "machine's cores between runs)",
+    )
     p.add_argument(
         "--export-only",
         action="store_true",

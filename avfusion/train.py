@@ -248,15 +248,19 @@ def fine_tune_config(
     allow_pickle: bool = False,
     mode: str | None = None,
     max_steps: int | None = None,
+    max_time_min: float | None = None,
+    num_workers: int | None = None,
 ) -> TrainConfig:
     """The config of a fine-tuning run: ``config_path`` (YAML), else the training config
-    saved in the ``init`` checkpoint, with the dataset and the starting model set.
+    saved in the ``init`` checkpoint, with the dataset and the starting model set; ``mode``,
+    ``max_steps``, ``max_time_min`` and ``num_workers`` replace the config's when not None.
 
     Raises:
         ValueError: neither a config nor ``init``; a dataset without a format.
         FileNotFoundError: no such config or checkpoint.
     """
-    overrides: dict[str, Any] = {"mode": mode, "max_steps": max_steps}
+    overrides: dict[str, Any] = {"mode": mode, "max_steps": max_steps,
+                                 "max_time_min": max_time_min, "num_workers": num_workers}  # fmt: skip
     if config_path is not None:
         cfg = TrainConfig.from_yaml(config_path, **overrides)
     elif init is not None:

@@ -240,6 +240,27 @@ def test_a_typo_in_the_data_section_stops_the_cli_before_it_writes(tmp_path, cap
         assert not out.exists()
 
 
+def test_run_settings_given_on_the_command_line_replace_the_configs():
+    from avfusion.train import TrainConfig, fine_tune_config
+
+    cfg = Path("experiments/configs/gpu-base-short.yaml")
+    base = TrainConfig.from_yaml(cfg)
+    assert (base.num_workers, base.max_time_min) != (3, 2.5)
+    run = {"num_workers": 3, "max_time_min": 2.5}
+    tuned = {"init": "audio", "dataset": None, "dataset_format": None, **run}
+    for got in (
+        TrainConfig.from_yaml(cfg, **run),
+        fine_tune_config(cfg, **tuned),
+        fine_tune_config(None, **tuned),
+    ):
+        assert (got.num_workers, got.max_time_min) == (3, 2.5)
+    from avfusion.train import resolve_init
+
+    saved = json.loads((resolve_init("audio") / "config.json").read_text())["extra"]
+    kept = fine_tune_config(None, init="audio", dataset=None, dataset_format=None)
+    assert kept.num_workers == saved["train_config"]["num_workers"]  # None keeps the saved value
+
+
 def test_train_only_and_val_metric_are_checked():
     from avfusion.model import AVTranscriber, preset
     from avfusion.train import TrainConfig, _freeze_all_but
