@@ -17,6 +17,7 @@ is hand-written distributed code.
 from __future__ import annotations
 
 import json
+import math
 import time
 import zlib
 from collections.abc import Sequence
@@ -55,6 +56,10 @@ class TrainConfig:
     weight_decay: float = 1e-4
     max_steps: int = 2000
     max_time_min: float | None = None
+    # the one-cycle learning-rate schedule's clock: "steps" (over max_steps, torch's
+    # OneCycleLR) or "time" (over max_time_min, counted over resumed calls: a run stopped by
+    # time, whose step count the machine decides, still warms up and anneals; `one_cycle_factor`)
+    lr_schedule: str = "steps"
     val_every_n_steps: int = 250
     val_performances: int = 6
     val_seconds: float = 20.0
@@ -147,6 +152,10 @@ class TrainConfig:
             )
         if self.distill_weight < 0:
             raise ValueError(f"distill_weight={self.distill_weight} must be >= 0")
+        if self.lr_schedule not in ("steps", "time"):
+            raise ValueError(f"lr_schedule={self.lr_schedule!r}: must be 'steps' or 'time'")
+        if self.lr_schedule == "time" and not self.max_time_min:
+            raise ValueError("lr_schedule: 'time' needs max_time_min (the schedule's length)")
 
     @property
     def val_metrics(self) -> tuple[str, ...]:
@@ -672,10 +681,25 @@ class TranscriptionSystem(L.LightningModule):
             lr=self.cfg.lr,
             weight_decay=self.cfg.weight_decay,
         )
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=self.cfg.lr, total_steps=self.cfg.max_steps, pct_start=0.1
-        )
+        sched: torch.optim.lr_scheduler.LRScheduler
+        if self.cfg.lr_schedule == "time":
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda _step: one_cycle_factor(self._time_fraction(), ONE_CYCLE_PCT_START)
+            )
+        else:
+            sched = torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=self.cfg.lr, total_steps=self.cfg.max_steps,
+                pct_start=ONE_CYCLE_PCT_START,
+            )  # fmt: skip
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _time_fraction(self) -> float:
+        """How much of ``max_time_min`` the training has used, from Lightning's Timer (which
+        the trainer makes from ``max_time`` and restores on resume), in [0, 1]."""
+        from lightning.pytorch.callbacks import Timer
+
+        timer = next(cb for cb in self.trainer.callbacks if isinstance(cb, Timer))  # type: ignore[attr-defined]
+        return time_fraction(timer, float(self.cfg.max_time_min or 0) * 60)
 
 
 VAL_THRESHOLDS: tuple[float, ...] = (0.1, 0.3, 0.5)
@@ -851,6 +875,38 @@ def train(
         out / "logs" / "metrics.csv", out / "learning_curves.png", config.val_monitor
     )
     return folder
+
+
+ONE_CYCLE_PCT_START: float = 0.1
+"""Share of the schedule spent warming up (torch's OneCycleLR ``pct_start``)."""
+
+
+def one_cycle_factor(
+    fraction: float, pct_start: float = ONE_CYCLE_PCT_START, div_factor: float = 25.0,
+    final_div_factor: float = 1e4,
+) -> float:  # fmt: skip
+    """The one-cycle learning rate at ``fraction`` in [0, 1] of the schedule, as a factor of
+    the peak: cosine from ``1 / div_factor`` up to 1 over ``pct_start``, then cosine down to
+    ``1 / (div_factor · final_div_factor)`` (Smith & Topin 2019; torch's OneCycleLR with
+    cosine annealing and the same defaults, on a continuous clock). Out-of-range fractions are
+    clipped."""
+    f = min(max(float(fraction), 0.0), 1.0)
+    start, low = 1.0 / div_factor, 1.0 / (div_factor * final_div_factor)
+
+    def cos(a: float, b: float, t: float) -> float:
+        return b + (a - b) / 2.0 * (math.cos(math.pi * t) + 1.0)
+
+    if f <= pct_start:
+        return cos(start, 1.0, f / pct_start)
+    return cos(1.0, low, (f - pct_start) / (1.0 - pct_start))
+
+
+def time_fraction(timer: Any, duration_s: float) -> float:
+    """Lightning ``Timer``'s training time elapsed (resumed calls included) over
+    ``duration_s``, clipped to [0, 1]."""
+    if duration_s <= 0:
+        return 1.0
+    return min(max(float(timer.time_elapsed("train")) / duration_s, 0.0), 1.0)
 
 
 RESCORER_FEATURES: tuple[str, ...] = (

@@ -139,7 +139,10 @@ def test_train_stops_at_max_time_in_audio_mode(tmp_path, corpus):
     there (what a timed GPU lease runs), and --export-only exports it afterwards."""
     from avfusion.model.checkpoint import load_checkpoint
 
+    import torch
+
     cfg = _config(tmp_path, corpus, max_steps=100_000)
+    cfg.write_text(cfg.read_text() + "lr_schedule: time\n")  # one cycle over the 0.12 s
     out = tmp_path / "run"
     args = ["train", "--config", str(cfg), "--mode", "audio", "--out", str(out),
             "--max-time-min", "0.002", "--no-progress", "--accelerator", "cpu"]  # fmt: skip
@@ -147,7 +150,10 @@ def test_train_stops_at_max_time_in_audio_mode(tmp_path, corpus):
     log, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, log[-3000:]
     assert "export later with --export-only" in log
-    assert (out / "checkpoints" / "last.ckpt").is_file()
+    ck = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    # the time schedule ended annealed (by steps, 100 000 of them, it would still be warming up
+    # from lr / 25 = 1.2e-4)
+    assert ck["optimizer_states"][0]["param_groups"][0]["lr"] < 0.003 / 25 / 10
     assert (out / "learning_curves.png").is_file() and not (out / "model").exists()
     wall_s = json.loads((out / "trained.json").read_text())["train_wall_s"]
     proc = _run([*args, "--no-export", "--export-only"])
@@ -259,6 +265,34 @@ def test_run_settings_given_on_the_command_line_replace_the_configs():
     saved = json.loads((resolve_init("audio") / "config.json").read_text())["extra"]
     kept = fine_tune_config(None, init="audio", dataset=None, dataset_format=None)
     assert kept.num_workers == saved["train_config"]["num_workers"]  # None keeps the saved value
+
+
+def test_the_time_schedule_is_torchs_one_cycle_on_the_clock():
+    from datetime import timedelta
+
+    import torch
+    from lightning.pytorch.callbacks import Timer
+
+    from avfusion.train import TrainConfig, one_cycle_factor, time_fraction
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    n = 2001
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1.0, total_steps=n, pct_start=0.1)
+    for step in range(n - 1):
+        want = opt.param_groups[0]["lr"]
+        assert one_cycle_factor(step / (n - 1)) == pytest.approx(want, abs=0.01), step
+        opt.step()
+        sched.step()
+    assert one_cycle_factor(0.0) == pytest.approx(1 / 25) and one_cycle_factor(0.1) == 1.0
+    assert one_cycle_factor(1.0) == pytest.approx(1 / 25e4) == one_cycle_factor(3.0)
+    timer = Timer(duration=timedelta(seconds=100))
+    assert time_fraction(timer, 100.0) == 0.0  # not started
+    timer.load_state_dict({"time_elapsed": {"train": 25.0}})  # a resumed run's clock
+    assert time_fraction(timer, 100.0) == 0.25 and time_fraction(timer, 10.0) == 1.0
+    with pytest.raises(ValueError, match="needs max_time_min"):
+        TrainConfig(lr_schedule="time")
+    with pytest.raises(ValueError, match="'steps' or 'time'"):
+        TrainConfig(lr_schedule="epochs")
 
 
 def test_train_only_and_val_metric_are_checked():
