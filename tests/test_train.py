@@ -137,9 +137,9 @@ def test_train_stops_at_max_time_in_audio_mode(tmp_path, corpus):
     """--max-time-min ends training by Lightning's timer long before max_steps, and the
     audio-only run (which reads no video frames) still validates; with --no-export it stops
     there (what a timed GPU lease runs), and --export-only exports it afterwards."""
-    from avfusion.model.checkpoint import load_checkpoint
-
     import torch
+
+    from avfusion.model.checkpoint import load_checkpoint
 
     cfg = _config(tmp_path, corpus, max_steps=100_000)
     cfg.write_text(cfg.read_text() + "lr_schedule: time\n")  # one cycle over the 0.12 s
