@@ -7,7 +7,7 @@ stream that ends well before its declared duration is reported as truncated.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,7 +143,7 @@ def iter_audio(
     *,
     declared_s: float | None = None,
     chunk_samples: int = 1 << 16,
-) -> Iterator[np.ndarray]:
+) -> Generator[np.ndarray, None, None]:
     """Decode the first audio stream of any file FFmpeg reads, as mono float32 chunks.
 
     Channels are mixed down and the rate converted by FFmpeg's resampler (libswresample).

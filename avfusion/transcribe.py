@@ -14,11 +14,13 @@ Pipeline for one input:
 2. **Mode**: ``auto`` is ``fusion`` when the input has audio and a keyboard is found, ``audio``
    when no keyboard is found (with a warning) or the input is an audio file, ``video`` when the
    video has no audio track (with a warning). A video whose audio track is silent throughout
-   (peak below :data:`SILENCE_PEAK`, −80 dBFS: a muted recording) is known to be so only once
-   its sound has been read: ``auto`` with the bundled models then transcribes it again with the
-   video-only model (with a warning), which reads the keys better than the fusion model does
-   without sound (validation note F1 0.584 against 0.551; `eval/suites/no-audio-validation.yaml`). With ``--checkpoint`` and ``auto``, the checkpoint's own mode is
-   the goal. A fusion model can also run one modality alone.
+   (peak below :data:`SILENCE_PEAK`, −80 dBFS: a muted recording) goes, in ``auto`` mode with
+   the bundled models, to the video-only model (with a warning), which reads the keys better
+   than the fusion model does without sound (validation note F1 0.584 against 0.551;
+   `eval/suites/no-audio-validation.yaml`). The sound is scanned for that before any model
+   runs (:func:`audio_is_silent`: decoding only, and it stops at the first audible chunk, so a
+   normal recording costs one chunk of 4 s). With ``--checkpoint`` and ``auto``, the
+   checkpoint's own mode is the goal. A fusion model can also run one modality alone.
 3. **Keyboard**: corners given by hand (validated: inside the frame, convex, clockwise from the
    back-left) or found by `avfusion.detect` on the first seconds and followed by its tracker.
 4. **Audio-video offset** (fusion): estimated by `avfusion.sync` on the first ``sync_s``
@@ -58,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from avfusion.config import MIDI_MIN, N_KEYS
+from avfusion.config import MIDI_MIN, N_KEYS, SAMPLE_RATE_HZ
 from avfusion.decoding import DecodeConfig, StreamingDecoder
 from avfusion.fileio import atomic_path
 from avfusion.notes import Notes
@@ -87,7 +89,7 @@ MIN_SYNC_S: float = 10.0
 """Shorter inputs are not searched for an offset (too few notes to correlate): 0 s is used."""
 SILENCE_PEAK: float = 1e-4
 """Audio whose peak stays below this (−80 dBFS) is reported as silent; in ``auto`` mode with the
-bundled models a silent video is then transcribed again by the video-only model."""
+bundled models a silent video is transcribed by the video-only model."""
 TRACK_HZ: float = 5.0
 """How often (frames per second of video) the keyboard tracker is given a frame."""
 TRACK_RECHECK_S: float = 5.0
@@ -397,7 +399,7 @@ def transcribe(
         audio_path: take the audio from this file instead of the video's own track.
         mode: ``auto`` (fusion when there is audio and a keyboard, else what the input allows;
             with ``checkpoint``, that checkpoint's mode; without, a video whose audio is silent
-            throughout is transcribed again with the bundled video-only model), ``fusion``,
+            throughout is transcribed with the bundled video-only model), ``fusion``,
             ``audio`` or ``video``.
         keyboard: the keyboard's corners in the video, pixels, clockwise from the back-left
             (back-left, back-right, front-right, front-left): ``"X1,Y1,…,X4,Y4"``, 8 numbers or
@@ -433,7 +435,6 @@ def transcribe(
     """
     t_start = time.perf_counter()
     path = Path(video_path)
-    decode_requested = decode
     if mode not in MODES:
         raise TranscriptionError(f"--mode {mode!r}: use one of {', '.join(MODES)}")
     if offset_s is not None and not math.isfinite(float(offset_s)):
@@ -477,6 +478,11 @@ def transcribe(
                 )
     elif keyboard is not None:
         _warn(warnings, f"{path}: --keyboard is ignored in {goal} mode")
+    audio_source = Path(audio_path) if audio_path is not None else path
+    if mode == "auto" and goal == "fusion" and ckpt_model is None and audio_is_silent(audio_source):
+        _warn(warnings, f"{audio_source}: the audio is silent (peak below {SILENCE_PEAK:.0e}); "
+              "transcribing in video mode with the video-only model")  # fmt: skip
+        goal = "video"
     needs_audio, needs_video = goal in ("fusion", "audio"), goal in ("fusion", "video")
 
     # the model
@@ -510,7 +516,6 @@ def transcribe(
         raise TranscriptionError(f"batch_size={batch_size}: must be >= 1")
 
     # the streams: audio chunks; rectified frames on the audio's clock
-    audio_source = Path(audio_path) if audio_path is not None else path
     audio_it: Iterator[np.ndarray] | None = None
     if needs_audio:
         declared = audio_media.audio_duration_s
@@ -599,25 +604,6 @@ def transcribe(
     notes = decoder.finish()
     duration_s = level.n_samples / sr if needs_audio else max(frames_done - 1, 0) * hop / sr
     if needs_audio and level.peak < SILENCE_PEAK:
-        if mode == "auto" and goal == "fusion" and bundled:
-            _warn(warnings, f"{audio_source}: the audio is silent (peak {level.peak:.1e}); "
-                  "transcribing again in video mode with the video-only model")  # fmt: skip
-            again = transcribe(path, mode="video", keyboard=keyboard, device=device,
-                               batch_size=batch_size, decode=decode_requested,
-                               onset_threshold=onset_threshold, detect_s=detect_s,
-                               track_keyboard=track_keyboard, progress=progress)  # fmt: skip
-            assert again.info is not None
-            wall = time.perf_counter() - t_start
-            info = dataclasses.replace(
-                again.info,
-                mode_requested=mode,
-                wall_s=round(wall, 3),
-                real_time_factor=(
-                    round(wall / again.info.duration_s, 4) if again.info.duration_s > 0 else 0.0
-                ),
-                warnings=tuple(warnings) + again.info.warnings,
-            )
-            return Transcription(again.notes, again.pedal, info)
         _warn(warnings, f"{audio_source}: the audio is silent (peak {level.peak:.1e})")
     if not len(notes):
         _warn(warnings, f"{path}: no notes found")
@@ -770,6 +756,25 @@ def _sync(
         _warn(warnings, f"{path}: could not estimate the audio-video offset reliably ({why}); "
               "assuming 0 s (set it with --offset-s)")  # fmt: skip
     return offset, _chain_deque(deque(head_a), audio_it), _chain_deque(deque(head_v), video_it)
+
+
+def audio_is_silent(path: str | Path, sample_rate_hz: int = SAMPLE_RATE_HZ) -> bool:
+    """Whether a file's sound stays below :data:`SILENCE_PEAK` (−80 dBFS) throughout.
+
+    Decodes the first audio stream (`avfusion.streams.iter_audio`, mono at ``sample_rate_hz``)
+    and stops at the first chunk (65 536 samples, about 4 s at 16 kHz) whose peak reaches the
+    level, so an audible recording is answered after one chunk and only a silent one is read to
+    its end.
+
+    Raises:
+        TranscriptionError: naming the file, as `iter_audio` does (unreadable, no audio stream,
+            corrupt, NaN or infinite samples, empty).
+    """
+    with contextlib.closing(iter_audio(path, sample_rate_hz)) as chunks:
+        for chunk in chunks:
+            if chunk.size and float(np.abs(chunk).max()) >= SILENCE_PEAK:
+                return False
+    return True
 
 
 class _AudioLevel:

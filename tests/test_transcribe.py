@@ -28,6 +28,7 @@ from avfusion.rescore import FEATURE_SETS, SPECTRAL_FEATURE_SET, Rescorer
 from avfusion.transcribe import (
     StreamingDecoder,
     TranscriptionError,
+    audio_is_silent,
     check_corners,
     default_checkpoint,
     parse_keyboard,
@@ -524,12 +525,27 @@ def test_containers_and_audio_formats(media, ckpts, name, mode):
     assert r.info.duration_s == pytest.approx(meta["duration_s"], abs=0.1)
 
 
-def test_a_muted_video_in_auto_mode_goes_to_the_video_only_model(tmp_path, media, ckpts):
+def test_a_muted_video_in_auto_mode_goes_to_the_video_only_model(
+    tmp_path, monkeypatch, media, ckpts
+):
+    import avfusion.inference
+
     meta = json.loads(media["meta"].read_text())
     corners = meta["keyboard_corners_px"]
     muted = tmp_path / "muted.wav"
     sf.write(muted, np.zeros(int(meta["duration_s"] * SR), np.float32), SR)
+    assert audio_is_silent(muted) and not audio_is_silent(media["flac"])
+    passes: list[str] = []  # the mode of each model run over the whole input
+    run_model = avfusion.inference.iter_posteriors
+
+    def counted(model, *args, **kwargs):
+        passes.append(model.config.mode)
+        return run_model(model, *args, **kwargs)
+
+    monkeypatch.setattr(avfusion.inference, "iter_posteriors", counted)
     auto = transcribe(media["clip"], muted, keyboard=corners, device="cpu")  # bundled models
+    assert passes == ["video"], "the silence is found before any model runs"
+    monkeypatch.undo()
     assert auto.info is not None and auto.info.mode_requested == "auto"
     assert auto.info.mode == "video" and auto.info.bundled and auto.info.audio is None
     assert any("silent" in w and "video-only model" in w for w in auto.info.warnings)
