@@ -1,22 +1,31 @@
-"""Pack a corpus and noise bank small enough to travel to a rented GPU machine, and unpack
-them there (used for the ``gpu-base`` run; see ``experiments/gpu-base/README.md``).
+"""Pack a corpus and noise bank small enough to travel to a lent GPU machine in two calls, and
+unpack them there (the ``gpu-base`` run; see ``experiments/gpu-base/README.md``).
 
-The device takes at most 64 MiB per call, and the training split is ~1 GB of video and
-90 MB of FLAC, so what travels is what training reads, compressed:
+A device call carries the whole working tree (tracked and untracked, not ignored: about 29 MB)
+plus the folders it names, 64 MiB in all, and the machine has PyTorch and Lightning but not our
+audio and MIDI packages. The training split is ~1 GB of video and 90 MB of FLAC, so what
+travels is what training reads, compressed, in two parts:
 
-* part 1: the cached rectified keyboard frames (uint8 (N, 40, 416) per performance) as
-  H.264 at CRF 10 (mean absolute error under one grey level), their timestamps, the MIDI,
-  meta and manifest files.
-* part 2: the reference audio and the noise bank's train half as Opus (libsndfile,
-  compression level 0.8: ~57 kb/s at 16 kHz).
+* part 1 (``.gpu/p1``, the first call: unpack and smoke tests): ``site.tgz``, the missing Python
+  packages installed here for the device's Python (3.12, x86-64) with pretty_midi's 6 MB
+  soundfont left out; the cached rectified keyboard frames (uint8 (N, 40, 416) per
+  performance) as H.264 (``--crf``), their timestamps, the MIDI, meta and manifest files; the
+  noise bank's train half and the audio of ``--smoke`` training performances and one
+  validation performance as Opus (``--opus-level``; a small corpus for a real training smoke
+  test).
+* part 2 (``.gpu/p2``, the second call: training): the other performances' audio as Opus.
 
-``unpack`` decodes it back into a corpus folder with the frame cache filled, FLAC audio,
-and manifests whose sha256 entries match the new files. The audio is therefore Opus-coded
-once: a lossy step that the CPU-trained models did not have (training degrades the sound
-far more, e.g. MP3 at 32 kb/s). The test split never travels.
+``pack`` fills missing frame caches first (`avfusion.data.rectified_frames`) and refuses (exit
+2) when the tree and a part together would not fit under the limit, less a margin for files
+written before the call. ``size`` re-checks the packed parts against the tree as it is now.
+``unpack`` decodes a part into a corpus folder with the frame cache filled and FLAC audio
+(``--part 1`` also writes the smoke corpus ``<dest>/smoke``, links into the corpus). The
+audio is therefore Opus-coded once: a lossy step that the CPU-trained models did not have
+(training degrades the sound far more, e.g. MP3 at 32 kb/s). The test split never travels.
 
-    python experiments/gpu-base/transfer.py pack --corpus data/corpus --bank data/noise \
-        --out .gpu --val 8
+    python experiments/gpu-base/transfer.py pack --corpus data/corpus --bank data/noise \\
+        --wheels .gpu/whl --out .gpu --val 8
+    python experiments/gpu-base/transfer.py size --out .gpu
     python experiments/gpu-base/transfer.py unpack --src .gpu --dest /root/avdata --part 1
 """
 
@@ -24,29 +33,78 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import subprocess
 import sys
+import tarfile
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from avfusion.fileio import sha256_file
+RECT_W, RECT_H = 416, 40
+RECT = f"rect_{RECT_W}x{RECT_H}"
+CALL_LIMIT_BYTES = 64 * 2**20
+"""What one device call may carry: the working tree and the carried folders together."""
+MARGIN_BYTES = 2**20
+"""Kept free under the limit for files written between ``pack`` and the call."""
+DEVICE_PIP_TARGET = (
+    "--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
+    "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_27_x86_64",
+    "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64",
+    "--platform", "manylinux1_x86_64",
+)  # fmt: skip
+"""pip options that install wheels for the device's Python (3.12 on x86-64), whatever runs here."""
 
-RECT = "rect_416x40"
-OPUS_LEVEL = 0.8
-CRF = 10
+
+def tree_bytes(repo: Path = Path(".")) -> int:
+    """Bytes of the files a device call sends whatever it carries: tracked, and untracked but
+    not ignored (``git ls-files -co --exclude-standard``)."""
+    out = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=repo,
+                         check=True, capture_output=True).stdout  # fmt: skip
+    paths = [repo / p for p in out.decode().split("\0") if p]
+    return sum(p.stat().st_size for p in paths if p.is_file() and not p.is_symlink())
 
 
-def _encode_frames(args: tuple[str, str]) -> int:
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under ``folder``."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def check_sizes(out: Path, repo: Path = Path(".")) -> bool:
+    """Print what each call would carry (tree + part) against the limit; True if both fit."""
+    tree = tree_bytes(repo)
+    ok = True
+    for part in ("p1", "p2"):
+        size = folder_bytes(out / part)
+        total = tree + size
+        fits = total <= CALL_LIMIT_BYTES - MARGIN_BYTES
+        ok &= fits
+        print(f"call carrying {out / part}: tree {tree / 1e6:.1f} MB + part {size / 1e6:.1f} MB "
+              f"= {total / 2**20:.1f} MiB of {CALL_LIMIT_BYTES / 2**20:.0f} MiB "
+              f"({'fits' if fits else 'TOO LARGE'}, margin {MARGIN_BYTES / 2**20:.0f} MiB)")  # fmt: skip
+    return ok
+
+
+def _fill_frame_cache(args: tuple[str, str, str]) -> None:
+    from avfusion.data import list_performances, rectified_frames
+
+    corpus, split, perf_id = args
+    perf = next(p for p in list_performances(corpus, split) if p.id == perf_id)
+    rectified_frames(perf, RECT_W, RECT_H)
+
+
+def _encode_frames(args: tuple[str, str, int]) -> int:
     import av  # PyAV, here only
 
-    src, dst = args
+    src, dst, crf = args
     frames = np.load(src, mmap_mode="r")
     with av.open(dst + ".tmp", "w", format="mp4") as c:
         s = c.add_stream("libx264", rate=30)
         s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        s.options = {"crf": str(CRF), "preset": "medium"}
+        s.options = {"crf": str(crf), "preset": "medium"}
         for f in frames:
             img = av.VideoFrame.from_ndarray(np.repeat(np.asarray(f)[:, :, None], 3, 2), "rgb24")
             for p in s.encode(img):
@@ -57,54 +115,89 @@ def _encode_frames(args: tuple[str, str]) -> int:
     return len(frames)
 
 
-def _encode_audio(args: tuple[str, str]) -> None:
+def _encode_audio(args: tuple[str, str, float]) -> None:
     import soundfile as sf
 
-    src, dst = args
+    src, dst, level = args
     x, sr = sf.read(src, dtype="float32")
-    sf.write(dst + ".tmp", x, sr, format="OGG", subtype="OPUS", compression_level=OPUS_LEVEL)
+    sf.write(dst + ".tmp", x, sr, format="OGG", subtype="OPUS", compression_level=level)
     Path(dst + ".tmp").rename(dst)
 
 
-def pack(corpus: Path, bank: Path, out: Path, n_val: int) -> None:
+def build_site(wheels: Path, dst: Path) -> None:
+    """``dst`` (a .tgz): the wheels in ``wheels`` installed for the device's Python, without
+    pretty_midi's soundfont (6 MB; training never synthesises), tests and caches."""
+    whl = sorted(wheels.glob("*.whl"))
+    if not whl:
+        raise SystemExit(f"{wheels}: no wheels (see experiments/gpu-base/README.md)")
+    with tempfile.TemporaryDirectory() as tmp:
+        site = Path(tmp) / "site"
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile",
+                        *DEVICE_PIP_TARGET, "--target", str(site), *map(str, whl)],
+                       check=True)  # fmt: skip
+        for junk in [*site.rglob("*.sf2"), *site.rglob("__pycache__"), *site.glob("*/tests")]:
+            shutil.rmtree(junk) if junk.is_dir() else junk.unlink()
+        with tarfile.open(str(dst) + ".tmp", "w:gz") as tar:
+            tar.add(site, arcname="site")
+    Path(str(dst) + ".tmp").rename(dst)
+
+
+def pack(corpus: Path, bank: Path, wheels: Path | None, out: Path, n_val: int, n_smoke: int,
+         crf: int, opus_level: float) -> bool:  # fmt: skip
+    """Write ``out/p1`` and ``out/p2`` (module docstring); True if each call fits. Without
+    ``wheels`` no ``site.tgz`` (a rehearsal where the packages are installed)."""
     recs = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
+    train = [r for r in recs if r["split"] == "train"]
     val = [r for r in recs if r["split"] == "validation"][:n_val]
-    keep = [r for r in recs if r["split"] == "train"] + val
+    keep = train + val
+    smoke = {r["id"] for r in train[:n_smoke] + val[:1]}
     p1, p2 = out / "p1", out / "p2"
     for p in (p1, p2):
         shutil.rmtree(p, ignore_errors=True)
     (p1 / "corpus").mkdir(parents=True)
+    p2.mkdir(parents=True)
+    if wheels is not None:
+        build_site(wheels, p1 / "site.tgz")
     (p1 / "corpus" / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in keep))
-    shutil.copy(corpus / "corpus.json", p1 / "corpus")
-    frame_jobs, audio_jobs = [], []
+    (p1 / "smoke.txt").write_text("".join(f"{i}\n" for i in sorted(smoke)))
+    if (corpus / "corpus.json").is_file():  # how `avfusion synth` made it
+        shutil.copy(corpus / "corpus.json", p1 / "corpus")
+    cache_jobs, frame_jobs, audio_jobs = [], [], []
     for r in keep:
         d = p1 / "corpus" / r["split"] / r["id"]
         d.mkdir(parents=True)
         for k in ("notes", "meta"):
             shutil.copy(corpus / r["paths"][k], d)
         cache = corpus / ".cache" / RECT / r["split"]
+        if not (cache / f"{r['id']}.npy").is_file():
+            cache_jobs.append((str(corpus), r["split"], r["id"]))
         (p1 / "frames" / r["split"]).mkdir(parents=True, exist_ok=True)
-        shutil.copy(cache / f"{r['id']}.times.npy", p1 / "frames" / r["split"])
-        frame_jobs.append(
-            (str(cache / f"{r['id']}.npy"), str(p1 / "frames" / r["split"] / f"{r['id']}.mp4"))
-        )
-        (p2 / "audio" / r["split"]).mkdir(parents=True, exist_ok=True)
-        audio_jobs.append(
-            (str(corpus / r["paths"]["audio"]), str(p2 / "audio" / r["split"] / f"{r['id']}.ogg"))
-        )
+        frame_jobs.append((str(cache / f"{r['id']}.npy"),
+                           str(p1 / "frames" / r["split"] / f"{r['id']}.mp4"), crf))  # fmt: skip
+        part = p1 if r["id"] in smoke else p2
+        (part / "audio" / r["split"]).mkdir(parents=True, exist_ok=True)
+        audio_jobs.append((str(corpus / r["paths"]["audio"]),
+                           str(part / "audio" / r["split"] / f"{r['id']}.ogg"), opus_level))  # fmt: skip
     man = json.loads((bank / "manifest.json").read_text())
     man["entries"] = [e for e in man["entries"] if e["half"] == "train"]
-    (p2 / "noise").mkdir(parents=True)
-    (p2 / "noise" / "manifest.json").write_text(json.dumps(man, indent=1) + "\n")
+    (p1 / "noise").mkdir(parents=True)
+    (p1 / "noise" / "manifest.json").write_text(json.dumps(man, indent=1) + "\n")
     for e in man["entries"]:
-        dst = p2 / "noise" / (e["path"] + ".ogg")
+        dst = p1 / "noise" / (e["path"] + ".ogg")
         dst.parent.mkdir(parents=True, exist_ok=True)
-        audio_jobs.append((str(bank / e["path"]), str(dst)))
+        audio_jobs.append((str(bank / e["path"]), str(dst), opus_level))
     with ProcessPoolExecutor() as ex:
+        list(ex.map(_fill_frame_cache, cache_jobs))
+        for r in keep:  # the caches that existed and those just made
+            times = corpus / ".cache" / RECT / r["split"] / f"{r['id']}.times.npy"
+            shutil.copy(times, p1 / "frames" / r["split"])
         n = sum(ex.map(_encode_frames, frame_jobs))
         list(ex.map(_encode_audio, audio_jobs))
-    print(f"packed {len(keep)} performances ({len(val)} validation), {n} frames, "
-          f"{len(man['entries'])} noise files into {out}")  # fmt: skip
+    print(f"packed {len(keep)} performances ({len(val)} validation, {len(smoke)} with their audio "
+          f"in part 1), {n} frames at CRF {crf}, {len(man['entries'])} noise files, Opus level "
+          f"{opus_level} into {out}: part 1 {folder_bytes(p1) / 1e6:.1f} MB, part 2 "
+          f"{folder_bytes(p2) / 1e6:.1f} MB")  # fmt: skip
+    return check_sizes(out)
 
 
 def _decode_frames(args: tuple[str, str]) -> None:
@@ -133,51 +226,79 @@ def _decode_audio(args: tuple[str, str]) -> None:
     Path(dst + ".tmp.flac").rename(dst)
 
 
-def unpack(src: Path, dest: Path, part: int) -> None:
-    corpus, noise = dest / "corpus", dest / "noise"
-    if part == 1:
-        shutil.copytree(src / "p1" / "corpus", corpus, dirs_exist_ok=True)
-        jobs = []
-        for mp4 in sorted((src / "p1" / "frames").glob("*/*.mp4")):
-            cache = corpus / ".cache" / RECT / mp4.parent.name
-            cache.mkdir(parents=True, exist_ok=True)
-            shutil.copy(mp4.with_suffix(".times.npy"), cache)
-            jobs.append((str(mp4), str(cache / f"{mp4.stem}.npy")))
-        with ProcessPoolExecutor() as ex:
-            list(ex.map(_decode_frames, jobs))
-        # the frame counts must match the timestamps
-        for _, dst in jobs:
-            n, m = (
-                len(np.load(dst, mmap_mode="r")),
-                len(np.load(dst[: -len(".npy")] + ".times.npy")),
-            )
-            if n != m:
-                raise ValueError(f"{dst}: {n} decoded frames but {m} timestamps")
-        print(f"part 1: {len(jobs)} frame caches in {corpus}")
-    else:
-        recs = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
-        jobs = [
-            (
-                str(src / "p2" / "audio" / r["split"] / f"{r['id']}.ogg"),
-                str(corpus / r["paths"]["audio"]),
-            )
-            for r in recs
-        ]
-        noise.mkdir(parents=True, exist_ok=True)
-        shutil.copy(src / "p2" / "noise" / "manifest.json", noise)
+def _audio_jobs(part: Path, corpus: Path) -> list[tuple[str, str]]:
+    recs = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
+    return [
+        (str(ogg), str(corpus / r["paths"]["audio"]))
+        for r in recs
+        if (ogg := part / "audio" / r["split"] / f"{r['id']}.ogg").is_file()
+    ]
+
+
+def _refresh_sha256(corpus: Path, noise: Path | None) -> None:
+    """Manifests whose sha256 entries match the decoded audio that is there so far."""
+    from avfusion.fileio import sha256_file
+
+    recs = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
+    for r in recs:
+        if (corpus / r["paths"]["audio"]).is_file():
+            r["sha256"]["audio"] = sha256_file(corpus / r["paths"]["audio"])
+    (corpus / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    if noise is not None:
         man = json.loads((noise / "manifest.json").read_text())
-        for e in man["entries"]:
-            (noise / e["path"]).parent.mkdir(parents=True, exist_ok=True)
-            jobs.append((str(src / "p2" / "noise" / (e["path"] + ".ogg")), str(noise / e["path"])))
-        with ProcessPoolExecutor() as ex:
-            list(ex.map(_decode_audio, jobs))
         for e in man["entries"]:
             e["sha256"] = sha256_file(noise / e["path"])
         (noise / "manifest.json").write_text(json.dumps(man, indent=1) + "\n")
-        for r in recs:
-            r["sha256"]["audio"] = sha256_file(corpus / r["paths"]["audio"])
-        (corpus / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-        print(f"part 2: {len(recs)} audio files in {corpus}, {len(man['entries'])} in {noise}")
+
+
+def _smoke_corpus(src: Path, dest: Path) -> None:
+    """``dest/smoke``: the performances whose audio came in part 1, as a corpus of links."""
+    corpus, smoke = dest / "corpus", dest / "smoke"
+    ids = set((src / "p1" / "smoke.txt").read_text().split())
+    recs = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
+    shutil.rmtree(smoke, ignore_errors=True)
+    smoke.mkdir(parents=True)
+    os.symlink(corpus / ".cache", smoke / ".cache")
+    kept = [r for r in recs if r["id"] in ids]
+    for r in kept:
+        (smoke / r["split"]).mkdir(exist_ok=True)
+        os.symlink(corpus / r["split"] / r["id"], smoke / r["split"] / r["id"])
+    (smoke / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+
+def unpack(src: Path, dest: Path, part: int) -> None:
+    """Decode part ``part`` of ``src`` into ``dest/corpus`` and ``dest/noise`` (module
+    docstring). Raises ValueError when a frame cache's frames and timestamps disagree."""
+    corpus, noise = dest / "corpus", dest / "noise"
+    p = src / f"p{part}"
+    jobs = []
+    frame_jobs = []
+    if part == 1:
+        shutil.copytree(p / "corpus", corpus, dirs_exist_ok=True)
+        for mp4 in sorted((p / "frames").glob("*/*.mp4")):
+            cache = corpus / ".cache" / RECT / mp4.parent.name
+            cache.mkdir(parents=True, exist_ok=True)
+            shutil.copy(mp4.with_suffix(".times.npy"), cache)
+            frame_jobs.append((str(mp4), str(cache / f"{mp4.stem}.npy")))
+        noise.mkdir(parents=True, exist_ok=True)
+        shutil.copy(p / "noise" / "manifest.json", noise)
+        man = json.loads((noise / "manifest.json").read_text())
+        for e in man["entries"]:
+            (noise / e["path"]).parent.mkdir(parents=True, exist_ok=True)
+            jobs.append((str(p / "noise" / (e["path"] + ".ogg")), str(noise / e["path"])))
+    jobs += _audio_jobs(p, corpus)
+    with ProcessPoolExecutor() as ex:
+        list(ex.map(_decode_frames, frame_jobs))
+        list(ex.map(_decode_audio, jobs))
+    for _, dst in frame_jobs:  # the frame counts must match the timestamps
+        n = len(np.load(dst, mmap_mode="r"))
+        m = len(np.load(dst[: -len(".npy")] + ".times.npy"))
+        if n != m:
+            raise ValueError(f"{dst}: {n} decoded frames but {m} timestamps")
+    _refresh_sha256(corpus, noise if part == 1 else None)
+    if part == 1:
+        _smoke_corpus(src, dest)
+    print(f"part {part}: {len(frame_jobs)} frame caches, {len(jobs)} audio files into {dest}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,17 +307,29 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("pack")
     p.add_argument("--corpus", type=Path, default=Path("data/corpus"))
     p.add_argument("--bank", type=Path, default=Path("data/noise"))
+    p.add_argument("--wheels", type=Path, default=Path(".gpu/whl"))
+    p.add_argument("--no-site", action="store_true",
+                   help="no site.tgz (a local rehearsal, where the packages are installed)")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path(".gpu"))
     p.add_argument("--val", type=int, default=8, help="validation performances to take")
+    p.add_argument("--smoke", type=int, default=4,
+                   help="training performances whose audio goes in part 1")  # fmt: skip
+    p.add_argument("--crf", type=int, default=17, help="H.264 CRF of the frame caches")
+    p.add_argument("--opus-level", type=float, default=0.85,
+                   help="libsndfile's Opus compression level (higher: fewer bits)")  # fmt: skip
+    s = sub.add_parser("size")
+    s.add_argument("--out", type=Path, default=Path(".gpu"))
     u = sub.add_parser("unpack")
     u.add_argument("--src", type=Path, default=Path(".gpu"))
     u.add_argument("--dest", type=Path, required=True)
     u.add_argument("--part", type=int, choices=(1, 2), required=True)
     a = ap.parse_args(argv)
     if a.cmd == "pack":
-        pack(a.corpus, a.bank, a.out, a.val)
-    else:
-        unpack(a.src, a.dest, a.part)
+        ok = pack(a.corpus, a.bank, None if a.no_site else a.wheels, a.out, a.val, a.smoke, a.crf, a.opus_level)
+        return 0 if ok else 2
+    if a.cmd == "size":
+        return 0 if check_sizes(a.out) else 2
+    unpack(a.src, a.dest, a.part)
     return 0
 
 
