@@ -822,14 +822,14 @@ def train(
     resumed = resume and last.is_file()
     if loaders is not None:
         trainer.fit(system, **loaders, ckpt_path=str(last) if resumed else None)
+    plot_learning_curves(
+        out / "logs" / "metrics.csv", out / "learning_curves.png", config.val_monitor
+    )
     if not export:  # what the export will record as this run's training time (all calls)
         trained, wall = out / "trained.json", time.perf_counter() - t0
         if resumed and trained.is_file():
             wall += float(json.loads(trained.read_text())["train_wall_s"])
         trained.write_text(json.dumps({"train_wall_s": round(wall, 1)}) + "\n")
-        plot_learning_curves(
-            out / "logs" / "metrics.csv", out / "learning_curves.png", config.val_monitor
-        )
         return out / "checkpoints"
     # export-only with --init and no checkpoint of its own: the starting model as it is
     # (re-tuned thresholds, a refitted rescorer), its steps and time from its own export
@@ -870,11 +870,7 @@ def train(
              "train_wall_s": wall_s, "global_step": global_step,
              "best_step": best_step, "checkpoint": checkpoint,
              "rescorer_fit": rescorer_fit}  # fmt: skip
-    folder = save_checkpoint(system.model, out / "model", extra=extra)
-    plot_learning_curves(
-        out / "logs" / "metrics.csv", out / "learning_curves.png", config.val_monitor
-    )
-    return folder
+    return save_checkpoint(system.model, out / "model", extra=extra)
 
 
 ONE_CYCLE_PCT_START: float = 0.1

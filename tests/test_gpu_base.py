@@ -47,7 +47,9 @@ sys.meta_path.insert(0, _Absent())
 """
 
 
-@pytest.mark.parametrize("other", [GPU / "smoke.yaml", SHORT.with_name("gpu-base-short-export.yaml")])
+@pytest.mark.parametrize(
+    "other", [GPU / "smoke.yaml", SHORT.with_name("gpu-base-short-export.yaml")]
+)
 def test_the_smoke_and_export_configs_hold_the_gpu_base_short_model(other):
     from avfusion.train import TrainConfig, model_config_for
 
@@ -137,7 +139,9 @@ def test_device_calls_rehearsed_on_the_cpu(packed):
     for split in ("train", "validation"):
         for perf in list_performances(dev / "avdata" / "corpus", split):
             a = np.load(src / split / f"{perf.id}.npy")
-            b = np.load(dev / "avdata" / "corpus" / ".cache" / "rect_416x40" / split / f"{perf.id}.npy")
+            b = np.load(
+                dev / "avdata" / "corpus" / ".cache" / "rect_416x40" / split / f"{perf.id}.npy"
+            )
             assert a.shape == b.shape and np.abs(a.astype(float) - b).mean() < 2.0
     smoke = list_performances(dev / "avdata" / "smoke", "train")
     assert len(smoke) == 2 and all(p.audio_path.is_file() for p in smoke)

@@ -325,7 +325,16 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--part", type=int, choices=(1, 2), required=True)
     a = ap.parse_args(argv)
     if a.cmd == "pack":
-        ok = pack(a.corpus, a.bank, None if a.no_site else a.wheels, a.out, a.val, a.smoke, a.crf, a.opus_level)
+        ok = pack(
+            a.corpus,
+            a.bank,
+            None if a.no_site else a.wheels,
+            a.out,
+            a.val,
+            a.smoke,
+            a.crf,
+            a.opus_level,
+        )
         return 0 if ok else 2
     if a.cmd == "size":
         return 0 if check_sizes(a.out) else 2
