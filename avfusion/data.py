@@ -460,11 +460,12 @@ def augment_video(frames: np.ndarray, cfg: DataConfig, rng: np.random.Generator)
     """
     import cv2
 
-    x = frames.astype(np.float32)
+    x = frames.astype(np.float32)  # a new array: the operations below work in place
     if rng.random() < cfg.p_video_aug:
-        x = (x - 128.0) * (1 + rng.uniform(-cfg.contrast, cfg.contrast)) + 128.0 * (
-            1 + rng.uniform(-cfg.brightness, cfg.brightness)
-        )
+        contrast = 1 + rng.uniform(-cfg.contrast, cfg.contrast)
+        x -= 128.0
+        x *= contrast
+        x += 128.0 * (1 + rng.uniform(-cfg.brightness, cfg.brightness))
         _, h, w = x.shape
         shift = rng.uniform(-cfg.corner_jitter_px, cfg.corner_jitter_px)
         scale = 1 + rng.uniform(-cfg.corner_jitter_px, cfg.corner_jitter_px) / w
@@ -478,12 +479,14 @@ def augment_video(frames: np.ndarray, cfg: DataConfig, rng: np.random.Generator)
     if cfg.p_low_light > 0 and rng.random() < cfg.p_low_light:
         x *= rng.uniform(*cfg.low_light_gain)
     if cfg.p_sensor_noise > 0 and rng.random() < cfg.p_sensor_noise:
-        x += rng.standard_normal(x.shape, dtype=np.float32) * rng.uniform(*cfg.sensor_noise_sd)
+        noise = rng.standard_normal(x.shape, dtype=np.float32)
+        noise *= rng.uniform(*cfg.sensor_noise_sd)
+        x += noise
     drop = rng.random(len(x)) < cfg.p_dropped_frame
     for j in np.flatnonzero(drop):
         if j > 0:
             x[j] = x[j - 1]
-    return np.clip(x, 0, 255).astype(np.uint8)
+    return np.clip(x, 0, 255, out=x).astype(np.uint8)
 
 
 class WindowDataset(Dataset):
