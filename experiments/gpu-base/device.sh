@@ -25,7 +25,7 @@ fi
 ln -sfn "$ROOT/avdata/corpus" data/corpus
 ln -sfn "$ROOT/avdata/noise" data/noise
 ln -sfn "$ROOT/avdata/smoke" data/smoke
-# data workers per mode (16 cores): a window's video (frames read and augmented) costs ~50 ms
+# data workers per mode (16 cores): a window's video (frames read and augmented) costs ~40 ms
 # of a core, its degraded audio ~5 ms (python -m eval.loader_speed, experiments/gpu-base/README.md)
 WORKERS=${AVF_WORKERS:-"fusion=6 audio=2 video=5"}
 
