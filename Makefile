@@ -230,18 +230,13 @@ models-transplant: data/corpus/manifest.jsonl data/noise/manifest.json
 # audio, and the same fine-tuning without the teacher, side by side with one thread each; both
 # exported without a rescorer, then measured on validation.
 # What a lent GPU machine needs for the gpu-base run (experiments/gpu-base/README.md): the
-# packages it lacks as wheels for its Python 3.12 (the versions rehearsed), the two parts that
-# travel (checked against the 64 MiB a call carries with the working tree), then the two
-# device calls rehearsed on this CPU. .gpu/ is kept out of git (and out of every call's tree).
-GPU_WHEELS := nnaudio==0.3.4 librosa==0.11.0 audioread==3.1.0 decorator==5.3.2 pooch==1.9.0 \
-  platformdirs==4.14.9 soundfile==0.14.0 cffi==2.1.1 pycparser==3.12 soxr==1.1.0 mido==1.3.3 \
-  pretty_midi==0.2.11.post0 importlib_resources==7.1.0 mir_eval==0.8.2 audiomentations==0.43.1 \
-  numpy-minmax==0.6.0 numpy-rms==0.7.0 python-stretch==0.3.1 fast-mp3-augment==0.2.0
+# packages it lacks as wheels for its Python 3.12 (transfer.py's DEVICE_WHEELS, the versions
+# rehearsed), the two parts that travel (checked against the 64 MiB a call carries with the
+# working tree), then the two device calls rehearsed on this CPU. .gpu/ is kept out of git
+# (and so out of every call's tree).
 gpu-pack: data/corpus/manifest.jsonl data/noise/manifest.json
 	grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo /.gpu/ >> .git/info/exclude
-	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-	  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
-	  --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .gpu/whl $(GPU_WHEELS)
+	$(PY) experiments/gpu-base/transfer.py wheels --out .gpu/whl
 	$(PY) experiments/gpu-base/transfer.py pack --val 8
 	$(PY) -m pytest -q tests/test_gpu_base.py
 

@@ -23,6 +23,7 @@ written before the call. ``size`` re-checks the packed parts against the tree as
 audio is therefore Opus-coded once: a lossy step that the CPU-trained models did not have
 (training degrades the sound far more, e.g. MP3 at 32 kb/s). The test split never travels.
 
+    python experiments/gpu-base/transfer.py wheels --out .gpu/whl
     python experiments/gpu-base/transfer.py pack --corpus data/corpus --bank data/noise \\
         --wheels .gpu/whl --out .gpu --val 8
     python experiments/gpu-base/transfer.py size --out .gpu
@@ -56,7 +57,23 @@ DEVICE_PIP_TARGET = (
     "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64",
     "--platform", "manylinux1_x86_64",
 )  # fmt: skip
-"""pip options that install wheels for the device's Python (3.12 on x86-64), whatever runs here."""
+"""pip options that fetch or install wheels for the device's Python (3.12 on x86-64), whatever
+runs here."""
+DEVICE_WHEELS = (
+    "nnaudio==0.3.4", "librosa==0.11.0", "audioread==3.1.0", "decorator==5.3.2", "pooch==1.9.0",
+    "platformdirs==4.14.9", "soundfile==0.14.0", "cffi==2.1.1", "pycparser==3.12", "soxr==1.1.0",
+    "mido==1.3.3", "pretty_midi==0.2.11.post0", "importlib_resources==7.1.0", "mir_eval==0.8.2",
+    "audiomentations==0.43.1", "numpy-minmax==0.6.0", "numpy-rms==0.7.0", "python-stretch==0.3.1",
+    "fast-mp3-augment==0.2.0",
+)  # fmt: skip
+"""What training needs that the device image lacks (the device tool's KINDS.md): the versions
+rehearsed on Python 3.12 (experiments/gpu-base/README.md)."""
+
+
+def download_wheels(dst: Path) -> None:
+    """Fetch :data:`DEVICE_WHEELS` for the device's Python into ``dst`` (pip, from PyPI)."""
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", *DEVICE_PIP_TARGET,
+                    "-d", str(dst), *DEVICE_WHEELS], check=True)  # fmt: skip
 
 
 def tree_bytes(repo: Path = Path(".")) -> int:
@@ -68,17 +85,14 @@ def tree_bytes(repo: Path = Path(".")) -> int:
     return sum(p.stat().st_size for p in paths if p.is_file() and not p.is_symlink())
 
 
-def folder_bytes(folder: Path) -> int:
-    """Bytes of the files under ``folder``."""
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-
-
 def check_sizes(out: Path, repo: Path = Path(".")) -> bool:
     """Print what each call would carry (tree + part) against the limit; True if both fit."""
+    from avfusion.synth.corpus import folder_size_bytes
+
     tree = tree_bytes(repo)
     ok = True
     for part in ("p1", "p2"):
-        size = folder_bytes(out / part)
+        size = folder_size_bytes(out / part)
         total = tree + size
         fits = total <= CALL_LIMIT_BYTES - MARGIN_BYTES
         ok &= fits
@@ -146,6 +160,8 @@ def pack(corpus: Path, bank: Path, wheels: Path | None, out: Path, n_val: int, n
          crf: int, opus_level: float) -> bool:  # fmt: skip
     """Write ``out/p1`` and ``out/p2`` (module docstring); True if each call fits. Without
     ``wheels`` no ``site.tgz`` (a rehearsal where the packages are installed)."""
+    from avfusion.synth.corpus import folder_size_bytes
+
     recs = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
     train = [r for r in recs if r["split"] == "train"]
     val = [r for r in recs if r["split"] == "validation"][:n_val]
@@ -195,8 +211,8 @@ def pack(corpus: Path, bank: Path, wheels: Path | None, out: Path, n_val: int, n
         list(ex.map(_encode_audio, audio_jobs))
     print(f"packed {len(keep)} performances ({len(val)} validation, {len(smoke)} with their audio "
           f"in part 1), {n} frames at CRF {crf}, {len(man['entries'])} noise files, Opus level "
-          f"{opus_level} into {out}: part 1 {folder_bytes(p1) / 1e6:.1f} MB, part 2 "
-          f"{folder_bytes(p2) / 1e6:.1f} MB")  # fmt: skip
+          f"{opus_level} into {out}: part 1 {folder_size_bytes(p1) / 1e6:.1f} MB, part 2 "
+          f"{folder_size_bytes(p2) / 1e6:.1f} MB")  # fmt: skip
     return check_sizes(out)
 
 
@@ -317,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crf", type=int, default=17, help="H.264 CRF of the frame caches")
     p.add_argument("--opus-level", type=float, default=0.85,
                    help="libsndfile's Opus compression level (higher: fewer bits)")  # fmt: skip
+    w = sub.add_parser("wheels", help="fetch the packages the device lacks, as wheels")
+    w.add_argument("--out", type=Path, default=Path(".gpu/whl"))
     s = sub.add_parser("size")
     s.add_argument("--out", type=Path, default=Path(".gpu"))
     u = sub.add_parser("unpack")
@@ -336,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
             a.opus_level,
         )
         return 0 if ok else 2
+    if a.cmd == "wheels":
+        download_wheels(a.out)
+        return 0
     if a.cmd == "size":
         return 0 if check_sizes(a.out) else 2
     unpack(a.src, a.dest, a.part)
