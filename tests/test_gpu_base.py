@@ -128,6 +128,9 @@ def test_device_calls_rehearsed_on_the_cpu(packed):
         "AVF_CONFIG": str(_tiny(packed / "train.yaml", "data/corpus", max_steps=100_000)),
         "AVF_WORKERS": "fusion=0 audio=0 video=0",
     }  # fmt: skip
+    early = subprocess.run(["bash", "experiments/gpu-base/device.sh", "train", "1"], cwd=repo,
+                           env=env, capture_output=True, text=True)  # fmt: skip
+    assert early.returncode == 3 and "run prep first" in early.stderr  # a machine without part 1
     prep = subprocess.run(["bash", "experiments/gpu-base/device.sh", "prep"], cwd=repo, env=env,
                           capture_output=True, text=True, timeout=900)  # fmt: skip
     assert prep.returncode == 0, prep.stdout[-3000:] + prep.stderr[-3000:]

@@ -18,6 +18,10 @@ ROOT=${AVF_DEVICE_ROOT:-/root}   # data, packages and runs: outside the copied t
 PY=${PYTHON:-python3}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT" "$ROOT/avdata" "$ROOT/runs" data
+if [ "${1:-}" = train ] && [ ! -f "$ROOT/avdata/corpus/manifest.jsonl" ]; then
+  echo "no unpacked part 1 on this machine (did it go back after prep?): run prep first" >&2
+  exit 3
+fi
 if [ -z "${AVF_NO_SITE:-}" ]; then
   [ -d "$ROOT/site" ] || tar xzf .gpu/p1/site.tgz -C "$ROOT"
   export PYTHONPATH=$ROOT/site:$PWD
