@@ -42,6 +42,7 @@ import tarfile
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -102,11 +103,19 @@ def check_sizes(out: Path, repo: Path = Path(".")) -> bool:
     return ok
 
 
-def _fill_frame_cache(args: tuple[str, str, str]) -> None:
-    from avfusion.data import list_performances, rectified_frames
+def _read_manifest(corpus: Path) -> list[dict[str, Any]]:
+    """The records of ``corpus/manifest.jsonl``, one a line."""
+    return [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
 
-    corpus, split, perf_id = args
-    perf = next(p for p in list_performances(corpus, split) if p.id == perf_id)
+
+def _write_manifest(corpus: Path, records: list[dict[str, Any]]) -> None:
+    (corpus / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def _fill_frame_cache(perf: Any) -> None:
+    """Make the rectified-frame cache of ``perf`` (an `avfusion.data.Performance`)."""
+    from avfusion.data import rectified_frames
+
     rectified_frames(perf, RECT_W, RECT_H)
 
 
@@ -162,7 +171,7 @@ def pack(corpus: Path, bank: Path, wheels: Path | None, out: Path, n_val: int, n
     ``wheels`` no ``site.tgz`` (a rehearsal where the packages are installed)."""
     from avfusion.synth.corpus import folder_size_bytes
 
-    recs = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
+    recs = _read_manifest(corpus)
     train = [r for r in recs if r["split"] == "train"]
     val = [r for r in recs if r["split"] == "validation"][:n_val]
     keep = train + val
@@ -174,10 +183,13 @@ def pack(corpus: Path, bank: Path, wheels: Path | None, out: Path, n_val: int, n
     p2.mkdir(parents=True)
     if wheels is not None:
         build_site(wheels, p1 / "site.tgz")
-    (p1 / "corpus" / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in keep))
+    _write_manifest(p1 / "corpus", keep)
     (p1 / "smoke.txt").write_text("".join(f"{i}\n" for i in sorted(smoke)))
     if (corpus / "corpus.json").is_file():  # how `avfusion synth` made it
         shutil.copy(corpus / "corpus.json", p1 / "corpus")
+    from avfusion.data import list_performances
+
+    perfs = {p.id: p for split in ("train", "validation") for p in list_performances(corpus, split)}
     cache_jobs, frame_jobs, audio_jobs = [], [], []
     for r in keep:
         d = p1 / "corpus" / r["split"] / r["id"]
@@ -186,7 +198,7 @@ def pack(corpus: Path, bank: Path, wheels: Path | None, out: Path, n_val: int, n
             shutil.copy(corpus / r["paths"][k], d)
         cache = corpus / ".cache" / RECT / r["split"]
         if not (cache / f"{r['id']}.npy").is_file():
-            cache_jobs.append((str(corpus), r["split"], r["id"]))
+            cache_jobs.append(perfs[r["id"]])
         (p1 / "frames" / r["split"]).mkdir(parents=True, exist_ok=True)
         frame_jobs.append((str(cache / f"{r['id']}.npy"),
                            str(p1 / "frames" / r["split"] / f"{r['id']}.mp4"), crf))  # fmt: skip
@@ -243,7 +255,7 @@ def _decode_audio(args: tuple[str, str]) -> None:
 
 
 def _audio_jobs(part: Path, corpus: Path) -> list[tuple[str, str]]:
-    recs = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
+    recs = _read_manifest(corpus)
     return [
         (str(ogg), str(corpus / r["paths"]["audio"]))
         for r in recs
@@ -255,11 +267,11 @@ def _refresh_sha256(corpus: Path, noise: Path | None) -> None:
     """Manifests whose sha256 entries match the decoded audio that is there so far."""
     from avfusion.fileio import sha256_file
 
-    recs = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
+    recs = _read_manifest(corpus)
     for r in recs:
         if (corpus / r["paths"]["audio"]).is_file():
             r["sha256"]["audio"] = sha256_file(corpus / r["paths"]["audio"])
-    (corpus / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    _write_manifest(corpus, recs)
     if noise is not None:
         man = json.loads((noise / "manifest.json").read_text())
         for e in man["entries"]:
@@ -271,7 +283,7 @@ def _smoke_corpus(src: Path, dest: Path) -> None:
     """``dest/smoke``: the performances whose audio came in part 1, as a corpus of links."""
     corpus, smoke = dest / "corpus", dest / "smoke"
     ids = set((src / "p1" / "smoke.txt").read_text().split())
-    recs = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
+    recs = _read_manifest(corpus)
     shutil.rmtree(smoke, ignore_errors=True)
     smoke.mkdir(parents=True)
     os.symlink(corpus / ".cache", smoke / ".cache")
@@ -279,7 +291,7 @@ def _smoke_corpus(src: Path, dest: Path) -> None:
     for r in kept:
         (smoke / r["split"]).mkdir(exist_ok=True)
         os.symlink(corpus / r["split"] / r["id"], smoke / r["split"] / r["id"])
-    (smoke / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    _write_manifest(smoke, kept)
 
 
 def unpack(src: Path, dest: Path, part: int) -> None:
