@@ -7,7 +7,7 @@ APT_PACKAGES := libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont musescore-g
   chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup apt venv eval-deps test test-all lint demo models models-long models-fallback models-lowlight models-velocity models-rescore models-rescore-cqt models-rescore-cqt2 models-rescore-hist models-timbre models-transplant models-distill gpu-pack clean
+.PHONY: setup apt venv eval-deps test test-all lint demo models models-long models-fallback models-lowlight models-velocity models-rescore models-rescore-cqt models-rescore-cqt2 models-rescore-hist models-rescore-patch models-timbre models-transplant models-distill gpu-pack clean
 
 # Export (`avfusion train --export-only`) the fusion and audio-only models of config $(1) at
 # once, one thread each, into runs/cpu-small-MODE-$(2) (log runs/$(2)-MODE.log); $(3) non-empty:
@@ -205,6 +205,13 @@ models-rescore-cqt2: data/corpus/manifest.jsonl data/noise/manifest.json
 models-rescore-hist: data/corpus/manifest.jsonl data/noise/manifest.json
 	mkdir -p runs
 	$(call export_fusion_audio,cpu-small-rescore-hist,rescore-hist,init)
+
+# Stage 11 (experiments/runs/cpu-small-rescore-patch/README.md): stage 10's rescorer also reading
+# each candidate's raw neighbourhood of posteriors and log-CQT, trained in torch, re-exported
+# from the bundled fusion and audio-only models (about 55 min on 2 cores, both at once).
+models-rescore-patch: data/corpus/manifest.jsonl data/noise/manifest.json
+	mkdir -p runs
+	$(call export_fusion_audio,cpu-small-rescore-patch,rescore-patch,init)
 
 # A probe (not bundled; experiments/runs/cpu-small-transplant): the bundled fusion model with
 # its video encoder swapped for the bundled video-only model's, fine-tuned 400 steps with stage

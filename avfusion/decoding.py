@@ -237,9 +237,8 @@ def block_onsets(
         return onset >= thr, thr, None
     if frame is None:
         raise ValueError("a rescorer needs the frame posteriors (frame=None)")
-    t, k, features = candidate_features(
-        onset, frame, spec, config.rescorer.spectral, config.rescorer.history
-    )
+    r = config.rescorer
+    t, k, features = candidate_features(onset, frame, spec, r.spectral, r.history, r.patch)
     q = config.rescorer.predict(features)
     if cut is not None:  # a short last block: the cut of the block before it
         keep = q >= cut

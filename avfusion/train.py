@@ -37,7 +37,7 @@ from avfusion.data import DataConfig, WindowDataset, list_performances, load_per
 from avfusion.decoding import DecodeConfig, decode_notes, fit_onset_calibration
 from avfusion.inference import predict_posteriors
 from avfusion.metrics import transcription_metrics
-from avfusion.rescore import Rescorer, fit_rescorer
+from avfusion.rescore import RESCORER_FITS, Rescorer, fit_rescorer
 
 
 @dataclass(frozen=True)
@@ -104,8 +104,13 @@ class TrainConfig:
     # what the rescorer reads: "posteriors", "posteriors+cqt" (also the log-CQT per key
     # around each candidate: avfusion.rescore.spectral_features; a video-only model has no
     # sound to read and keeps the posteriors), "posteriors+history" (also the key's own recent
-    # past: avfusion.rescore.history_features) or "posteriors+cqt+history"
+    # past: avfusion.rescore.history_features), "posteriors+cqt+history", or either of the
+    # last two "+patch" (also the raw posteriors and log-CQT around each candidate:
+    # avfusion.rescore.patch_features)
     rescorer_features: str = "posteriors"
+    # how the rescorer's classifier is trained (avfusion.rescore.RESCORER_FITS): "sklearn"
+    # (MLPClassifier) or "torch" (AdamW, dropout; better on wide features such as "+patch")
+    rescorer_fit: str = "sklearn"
     # distillation for the missing-audio case (fusion mode only): a video-only model (bundled
     # name or checkpoint folder) whose onset and frame posteriors on the same video are soft
     # targets for the fusion model's, on the training windows whose audio the modality
@@ -135,6 +140,11 @@ class TrainConfig:
             raise ValueError(
                 f"rescorer_performances={self.rescorer_performances} must be >= 0 and "
                 f"rescorer_hidden={self.rescorer_hidden} >= 1"
+            )
+        if self.rescorer_fit not in RESCORER_FITS:
+            raise ValueError(
+                f"rescorer_fit={self.rescorer_fit!r}: must be one of "
+                + ", ".join(map(repr, RESCORER_FITS))
             )
         if self.rescorer_features not in RESCORER_FEATURES:
             raise ValueError(
@@ -907,6 +917,7 @@ def time_fraction(timer: Any, duration_s: float) -> float:
 
 RESCORER_FEATURES: tuple[str, ...] = (
     "posteriors", "posteriors+cqt", "posteriors+history", "posteriors+cqt+history",
+    "posteriors+history+patch", "posteriors+cqt+history+patch",
 )  # fmt: skip
 """The values of `TrainConfig.rescorer_features` (`avfusion.rescore.FEATURE_SETS`)."""
 
@@ -920,20 +931,18 @@ FRAME_CAP_QUANTILE_GRID: tuple[float, ...] = (0.0, 0.1, 0.25)
 frame threshold (`avfusion.decoding.DecodeConfig.frame_cap_quantile`)."""
 
 
-def fit_export_rescorer(
+def rescorer_training_clips(
     system: TranscriptionSystem, progress: bool = True
-) -> tuple[Rescorer | None, dict[str, Any]]:
-    """Fit the note-candidate rescorer (`avfusion.rescore.fit_rescorer`) on the system's
-    posteriors on training performances: the first ``rescorer_performances`` of the training
-    split (seeded shuffle), first ``rescorer_seconds`` each, under each of
-    ``rescorer_conditions`` (an audio-only model sees no video and a video-only one hears no
-    audio: one clip per condition of the modality it reads, the first that names it).
+) -> tuple[list[tuple[Any, ...]], list[str], int]:
+    """The clips a rescorer of ``system`` is fitted on: the system's posteriors on the first
+    ``rescorer_performances`` of the training split (seeded shuffle), first
+    ``rescorer_seconds`` each, under each of ``rescorer_conditions`` (an audio-only model sees
+    no video and a video-only one hears no audio: one clip per condition of the modality it
+    reads, the first that names it).
 
     Returns:
-        The rescorer, or None when the training clips give nothing to fit (no true or no false
-        candidate: an untrained model); and a record of the fit (performances, clips,
-        conditions, feature set, wall time in seconds, error if any) for the export's
-        metadata.
+        (items, conditions, n_performances): items as `avfusion.rescore.fit_rescorer` takes
+        them, (onset, frame, reference notes, key_cqt or None) per clip; the conditions drawn.
     """
     from tqdm.auto import tqdm
 
@@ -950,22 +959,47 @@ def fit_export_rescorer(
     order = np.random.default_rng(cfg.seed).permutation(len(perfs))
     perfs = [perfs[i] for i in sorted(order[: cfg.rescorer_performances])]
     dc = cfg.data_config()
-    t0 = time.perf_counter()
     items = []
     for perf in tqdm(perfs, desc="rescorer: training posteriors", disable=not progress):
         it = load_performance(perf, dc, video=cfg.mode != "audio")
         ref = _clip_notes(perf.notes(), cfg.rescorer_seconds)
         for _, post in system._posteriors(it, conditions, cfg.rescorer_seconds):
             items.append((post["onset"], post["frame"], ref, post.get("key_cqt")))
+    return items, conditions, len(perfs)
+
+
+def rescorer_parts(cfg: TrainConfig) -> tuple[bool, bool, bool]:
+    """(spectral, history, patch): what a rescorer of ``cfg`` reads (its
+    ``rescorer_features``; a video-only model has no sound to read)."""
     parts = cfg.rescorer_features.split("+")
-    spectral, history = "cqt" in parts and cfg.mode != "video", "history" in parts
-    features = "+".join(["posteriors"] + ["cqt"] * spectral + ["history"] * history)
-    info: dict[str, Any] = {"performances": len(perfs), "clips": len(items),
+    return "cqt" in parts and cfg.mode != "video", "history" in parts, "patch" in parts
+
+
+def fit_export_rescorer(
+    system: TranscriptionSystem, progress: bool = True
+) -> tuple[Rescorer | None, dict[str, Any]]:
+    """Fit the note-candidate rescorer (`avfusion.rescore.fit_rescorer`) on the system's
+    posteriors on training performances (`rescorer_training_clips`).
+
+    Returns:
+        The rescorer, or None when the training clips give nothing to fit (no true or no false
+        candidate: an untrained model); and a record of the fit (performances, clips,
+        conditions, feature set, fit, wall time in seconds, error if any) for the export's
+        metadata.
+    """
+    cfg = system.cfg
+    t0 = time.perf_counter()
+    items, conditions, n_perfs = rescorer_training_clips(system, progress)
+    spectral, history, patch = rescorer_parts(cfg)
+    features = "+".join(
+        ["posteriors"] + ["cqt"] * spectral + ["history"] * history + ["patch"] * patch
+    )
+    info: dict[str, Any] = {"performances": n_perfs, "clips": len(items),
                             "conditions": conditions, "seconds": cfg.rescorer_seconds,
-                            "features": features}  # fmt: skip
+                            "features": features, "fit": cfg.rescorer_fit}  # fmt: skip
     try:
         rescorer = fit_rescorer(items, system.model.config.frame_rate_hz, cfg.rescorer_hidden,
-                                cfg.seed, spectral, history)  # fmt: skip
+                                cfg.seed, spectral, history, patch, cfg.rescorer_fit)  # fmt: skip
     except ValueError as exc:
         rescorer, info["error"] = None, str(exc)
     info["wall_s"] = round(time.perf_counter() - t0, 1)

@@ -48,6 +48,16 @@ def _ghost_block(rng: np.random.Generator, n: int = 400) -> tuple[np.ndarray, np
     return onset, frame, Notes.from_iterables(truth)
 
 
+def _note_f1(ref: Notes, onset, frame, spec=None, **rescorers: Rescorer) -> dict[str, float]:
+    """Note F1 of each rescorer's decoding of one block (the same posteriors for all)."""
+    return {
+        name: transcription_metrics(
+            ref, decode_notes(onset, frame, None, FR, DecodeConfig(rescorer=r), spec=spec)
+        )["note/f1"]
+        for name, r in rescorers.items()
+    }
+
+
 def test_features_see_the_sub_harmonic():
     onset, frame, _ = _ghost_block(np.random.default_rng(0))
     t, k, x = candidate_features(onset, frame)
@@ -176,12 +186,7 @@ def test_a_rescorer_that_hears_tells_played_octaves_from_overtones():
     back = Rescorer.from_dict(json.loads(json.dumps(hearing.to_dict())))
     assert back == hearing and back.spectral
     for onset, frame, ref, spec in (_octave_block(rng) for _ in range(3)):  # fresh blocks
-        f1 = {
-            name: transcription_metrics(
-                ref, decode_notes(onset, frame, None, FR, DecodeConfig(rescorer=r), spec=spec)
-            )["note/f1"]
-            for name, r in (("blind", blind), ("hearing", hearing))
-        }
+        f1 = _note_f1(ref, onset, frame, spec, blind=blind, hearing=hearing)
         assert f1["hearing"] == 1.0
         assert f1["blind"] <= 0.9  # the same posteriors: all upper peaks or none (0.86)
         # streaming, in uneven runs of frames, gives the batch decoder's notes
@@ -264,12 +269,7 @@ def test_a_rescorer_with_history_tells_re_strikes_from_ripples():
     with pytest.raises(ValueError, match="weights do not fit"):
         Rescorer.from_dict({**remembering.to_dict(), "feature_set": "peaks-v1"})
     for onset, frame, ref in (_repeat_block(rng) for _ in range(3)):  # fresh blocks
-        f1 = {
-            name: transcription_metrics(
-                ref, decode_notes(onset, frame, None, FR, DecodeConfig(rescorer=r))
-            )["note/f1"]
-            for name, r in (("blind", blind), ("remembering", remembering))
-        }
+        f1 = _note_f1(ref, onset, frame, blind=blind, remembering=remembering)
         assert f1["remembering"] == 1.0
         assert f1["blind"] <= 0.9  # the same peaks and context: all second peaks or none
         dec = DecodeConfig(rescorer=remembering, adaptive_block_s=150 / FR)
@@ -277,3 +277,105 @@ def test_a_rescorer_with_history_tells_re_strikes_from_ripples():
         for lo, hi in ((0, 37), (37, 200), (200, 400)):
             stream.push(onset[lo:hi], frame[lo:hi], None, None)
         assert stream.finish() == decode_notes(onset, frame, None, FR, dec)
+
+
+def _fifth_block(rng: np.random.Generator, n: int = 400) -> tuple[np.ndarray, ...]:
+    """Isolated peaks of one posterior (0.7) whose truth only the sound two frames *before*
+    them tells, five keys up (true notes: log-CQT 2 there, false: 0): an offset and a time that
+    no summary feature reads (`RISE_KEYS`, `LEVEL_KEYS` look at the onset and after it), only
+    the patch (`patch_features`)."""
+    onset, frame, spec = np.zeros((n, 88)), np.zeros((n, 88)), np.zeros((n, 88))
+    truth = []
+    for j, t in enumerate(range(8, n - 10, 9)):
+        k = int(rng.integers(10, 70))
+        onset[t, k] = 0.7
+        frame[t : t + 6, k] = 0.8
+        spec[t : t + 4, k] = 3.0
+        if j % 2 == 0:
+            spec[t - 2, k + 5] = 2.0
+            truth.append(Note(t / FR, (t + 6) / FR, k + 21, 64))
+    return onset, frame, Notes.from_iterables(truth), spec
+
+
+def test_patch_features_hold_the_raw_neighbourhood():
+    from avfusion.rescore import (
+        FEATURE_SETS,
+        N_PATCH_LOG_CQT,
+        N_PATCH_POSTERIORS,
+        PATCH_KEYS,
+        PATCH_LOG_CQT_FRAMES,
+        PATCH_OWN_FRAMES,
+        patch_features,
+    )
+
+    rng = np.random.default_rng(10)
+    onset, frame, spec = rng.random((60, 88)) ** 6, rng.random((60, 88)), rng.random((60, 88))
+    t, k = np.array([0, 30, 59, 30]), np.array([0, 40, 87, 87])
+    p = patch_features(onset, frame, spec, t, k)
+    assert p.shape == (4, N_PATCH_POSTERIORS + N_PATCH_LOG_CQT)
+    n_own = len(PATCH_OWN_FRAMES)
+    zero = PATCH_OWN_FRAMES.index(0)
+    np.testing.assert_allclose(p[:, zero], onset[t, k], rtol=1e-6)  # own onset posterior
+    np.testing.assert_allclose(p[:, n_own + zero], frame[t, k], rtol=1e-6)  # own frame one
+    near = p[:, 2 * n_own : N_PATCH_POSTERIORS]
+    centre = PATCH_KEYS.index(0)
+    np.testing.assert_allclose(near[1, centre], onset[29:32, 40].max(), rtol=1e-6)
+    assert np.all(near[0, :centre] == 0) and np.all(near[2, centre + 1 :] == 0)  # off the keys
+    cqt = p[:, N_PATCH_POSTERIORS:].reshape(4, len(PATCH_LOG_CQT_FRAMES), len(PATCH_KEYS))
+    after = PATCH_LOG_CQT_FRAMES.index(1)
+    np.testing.assert_allclose(cqt[:, after, centre], 0.0, atol=1e-6)  # relative to itself
+    np.testing.assert_allclose(cqt[1, after, centre + 5], spec[31, 45] - spec[31, 40], rtol=1e-5)
+    silent = patch_features(onset, frame, None, t, k)[:, N_PATCH_POSTERIORS:]
+    np.testing.assert_array_equal(silent, 0.0)
+    blind = patch_features(onset, frame, spec, t, k, spectral=False)
+    np.testing.assert_array_equal(blind, p[:, :N_PATCH_POSTERIORS])
+    x = candidate_features(onset, frame, spec, spectral=True, history=True, patch=True)[2]
+    assert x.shape[1] == FEATURE_SETS["peaks-cqt-hist-patch-v1"]
+    with pytest.raises(ValueError, match="patch needs the history"):
+        candidate_features(onset, frame, spec, spectral=True, patch=True)
+
+
+def test_a_patch_rescorer_reads_cues_the_summary_features_miss():
+    rng = np.random.default_rng(11)
+    train = [_fifth_block(rng) for _ in range(16)]
+    kw = {"hidden": 16, "spectral": True, "history": True, "fit": "torch"}
+    summary = fit_rescorer(train, FR, **kw)
+    patched = fit_rescorer(train, FR, patch=True, **kw)
+    assert patched.patch and patched.feature_set == "peaks-cqt-hist-patch-v1"
+    d = json.loads(json.dumps(patched.to_dict()))
+    assert "w1_float32" in d and "w1" not in d  # torch weights: float32, stored compactly
+    assert Rescorer.from_dict(d) == patched
+    with pytest.raises(ValueError, match="malformed hidden weights"):
+        Rescorer.from_dict({**d, "w1_float32": d["w1_float32"][:-8]})
+    for onset, frame, ref, spec in (_fifth_block(rng) for _ in range(3)):  # fresh blocks
+        f1 = _note_f1(ref, onset, frame, spec, summary=summary, patched=patched)
+        assert f1["patched"] == 1.0
+        assert f1["summary"] <= 0.75  # all peaks alike to it: all kept (0.67) or none
+    with pytest.raises(ValueError, match="fit="):
+        fit_rescorer(train, FR, fit="xgboost")
+
+
+def test_rescorer_probe_swaps_only_the_rescorer(tmp_path):
+    """eval.rescorer_probe scores a cached model's decoder with its own rescorer and with a
+    patch rescorer fitted on the cached training clips; a missing cache exits 2."""
+    import pickle
+
+    from eval.rescorer_probe import fit_variant, main
+
+    rng = np.random.default_rng(12)
+    train = [_fifth_block(rng) for _ in range(16)]
+    own = fit_rescorer(train, FR, hidden=16, spectral=True, history=True)
+    val = [("clean", o, f, None, ref, s) for o, f, ref, s in (_fifth_block(rng) for _ in range(2))]
+    doc = {"init": "toy", "seed": 0, "hidden": 16, "train": train, "val": val,
+           "frame_rate_hz": FR,
+           "model_extra": {"decode": DecodeConfig(rescorer=own).to_dict()}}  # fmt: skip
+    own_f1 = fit_variant(doc, "bundled")["note_f1"]
+    res = fit_variant(doc, "patch-torch")
+    assert res["n_validation_performances"] == 2 and set(res["note_f1"]) == {"clean", "mean"}
+    assert res["note_f1"]["clean"] == 1.0 > own_f1["clean"]
+    cache = tmp_path / "toy.pkl"
+    cache.write_bytes(pickle.dumps(doc))
+    out = tmp_path / "scores.json"
+    assert main(["fit", "--cache", str(cache), "--variant", "bundled", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["note_f1"]["clean"] == own_f1["clean"]
+    assert main(["fit", "--cache", str(tmp_path / "none.pkl"), "--variant", "hgb"]) == 2
