@@ -78,7 +78,9 @@ demo: setup
 # about 50 min: fusion and audio-only re-exported from stage 7's with a rescorer that also
 # reads the log-CQT) replaces fusion and audio-only, then stage 10 (`models-rescore-hist`, about
 # 55 min: the same weights re-exported with a rescorer that also reads each key's own history)
-# replaces them again. Stages 8 (`models-rescore-cqt`) and 9 (`models-timbre`) are experiments,
+# replaces them again, then stage 11 (`models-rescore-patch`, about 55 min: all three re-exported
+# with a rescorer that also reads each candidate's raw neighbourhood) replaces all three.
+# Stages 8 (`models-rescore-cqt`) and 9 (`models-timbre`) are experiments,
 # not bundled: experiments/runs/cpu-small-rescore-cqt/ and cpu-small-timbre/.
 data/corpus/manifest.jsonl: | setup
 	$(VENV)/bin/avfusion synth --out data/corpus --hours 2 --seed 0 --workers 2
@@ -105,6 +107,8 @@ models: data/corpus/manifest.jsonl data/noise/manifest.json
 	for m in fusion audio; do rm -rf avfusion/models/$$m; cp -r runs/cpu-small-$$m-rescore-cqt2/model avfusion/models/$$m; done
 	$(MAKE) models-rescore-hist
 	for m in fusion audio; do rm -rf avfusion/models/$$m; cp -r runs/cpu-small-$$m-rescore-hist/model avfusion/models/$$m; done
+	$(MAKE) models-rescore-patch
+	for m in fusion audio video; do rm -rf avfusion/models/$$m; cp -r runs/cpu-small-$$m-rescore-patch/model avfusion/models/$$m; done
 
 # Stages 2 and 3 of the cpu-small models (400 steps at the cpu-small schedule, then 1000 at
 # experiments/configs/cpu-small-long.yaml), from the stage-1 runs in runs/ (`make models` calls
@@ -208,10 +212,14 @@ models-rescore-hist: data/corpus/manifest.jsonl data/noise/manifest.json
 
 # Stage 11 (experiments/runs/cpu-small-rescore-patch/README.md): stage 10's rescorer also reading
 # each candidate's raw neighbourhood of posteriors and log-CQT, trained in torch, re-exported
-# from the bundled fusion and audio-only models (about 55 min on 2 cores, both at once).
+# from the bundled fusion and audio-only models (about 50 min on 2 cores, both at once), then
+# the bundled video-only model with the same rescorer less the sound (about 5 min).
 models-rescore-patch: data/corpus/manifest.jsonl data/noise/manifest.json
 	mkdir -p runs
 	$(call export_fusion_audio,cpu-small-rescore-patch,rescore-patch,init)
+	OMP_NUM_THREADS=1 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-rescore-patch-video.yaml \
+	  --init video --mode video --out runs/cpu-small-video-rescore-patch --export-only --no-progress \
+	  > runs/rescore-patch-video.log 2>&1
 
 # A probe (not bundled; experiments/runs/cpu-small-transplant): the bundled fusion model with
 # its video encoder swapped for the bundled video-only model's, fine-tuned 400 steps with stage
