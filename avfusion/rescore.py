@@ -20,9 +20,11 @@ model's log-CQT per key around each candidate (`spectral_features`; the posterio
 This is the supervised note-tracking stage of Valero-Mas, Benetos & Iñesta (2018, "A supervised
 classification approach for note tracking in polyphonic piano transcription", J. New Music
 Research): note candidates from a frame-level model, described by their own and their
-neighbours' activations, classified as true or false. The classifier is scikit-learn's
-``MLPClassifier`` (one hidden layer); its weights are stored as plain numbers with the model's
-decoder thresholds (``extra["decode"]["rescorer"]``), so no pickle is ever loaded.
+neighbours' activations, classified as true or false. The classifier is a one-hidden-layer
+network fitted by scikit-learn's ``MLPClassifier`` or in torch (`fit_rescorer`); its weights
+are stored as plain numbers (or base64 float32) with the model's decoder thresholds
+(``extra["decode"]["rescorer"]``), so no pickle is ever loaded. With `patch_features` it also
+reads the raw posteriors and log-CQT around each candidate, not only summaries of them.
 """
 
 from __future__ import annotations
@@ -368,7 +370,9 @@ class Rescorer:
         w2: output weights (hidden,); b2: output bias.
         feature_set: the features it was fitted on, one of `FEATURE_SETS` (`FEATURE_SET`:
             posteriors; `SPECTRAL_FEATURE_SET`: and sound; `HISTORY_FEATURE_SET`: and the
-            key's own history; `SPECTRAL_HISTORY_FEATURE_SET`: all three).
+            key's own history; `SPECTRAL_HISTORY_FEATURE_SET`: all three;
+            `PATCH_FEATURE_SET`, `SPECTRAL_PATCH_FEATURE_SET`: those with history, then the
+            candidate's neighbourhood, `patch_features`).
     Raises:
         ValueError: an unknown feature set, or weights of the wrong shapes.
     """
