@@ -491,6 +491,32 @@ def label_candidates(
     return y
 
 
+def labelled_candidates(
+    items: Sequence[tuple[Any, ...]],
+    frame_rate_hz: float,
+    spectral: bool = False,
+    history: bool = False,
+    patch: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every candidate of the clips ``items`` (as `fit_rescorer` takes them), described
+    (`candidate_features`) and labelled (`label_candidates`).
+
+    Returns:
+        (X, y): float32 (n, n_features) and float (n,) in {0, 1}, clips in order.
+    Raises:
+        ValueError: a patch without history.
+    """
+    width = FEATURE_SETS[feature_set_name(spectral, history, patch)]
+    xs, ys = [np.zeros((0, width), np.float32)], [np.zeros(0)]
+    for onset, frame, ref, *spec in items:
+        t, k, x = candidate_features(
+            onset, frame, spec[0] if spec else None, spectral, history, patch
+        )
+        xs.append(x)
+        ys.append(label_candidates(t, k, ref, frame_rate_hz))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
 RESCORER_FITS: tuple[str, ...] = ("sklearn", "torch")
 """How `fit_rescorer` trains the classifier: scikit-learn's ``MLPClassifier`` or `_fit_torch`."""
 
@@ -531,15 +557,7 @@ def fit_rescorer(
     if fit not in RESCORER_FITS:
         raise ValueError(f"fit_rescorer: fit={fit!r}, expected one of {RESCORER_FITS}")
     feature_set = feature_set_name(spectral, history, patch)
-    xs, ys = [], []
-    for onset, frame, ref, *spec in items:
-        t, k, x = candidate_features(
-            onset, frame, spec[0] if spec else None, spectral, history, patch
-        )
-        xs.append(x)
-        ys.append(label_candidates(t, k, ref, frame_rate_hz))
-    x_all = np.concatenate(xs) if xs else np.zeros((0, FEATURE_SETS[feature_set]), np.float32)
-    y_all = np.concatenate(ys) if ys else np.zeros(0)
+    x_all, y_all = labelled_candidates(items, frame_rate_hz, spectral, history, patch)
     if len(np.unique(y_all)) < 2:
         raise ValueError(
             f"fit_rescorer: need true and false candidates, got {len(y_all)} candidates "

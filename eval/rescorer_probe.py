@@ -112,7 +112,7 @@ def fit_variant(doc: dict[str, Any], variant: str) -> dict[str, Any]:
     """
     from avfusion.decoding import DecodeConfig, decode_notes
     from avfusion.metrics import transcription_metrics
-    from avfusion.rescore import candidate_features, fit_rescorer, label_candidates
+    from avfusion.rescore import fit_rescorer, labelled_candidates
 
     if variant not in VARIANTS:
         raise ValueError(f"--variant {variant!r}: expected one of {', '.join(VARIANTS)}")
@@ -129,14 +129,9 @@ def fit_variant(doc: dict[str, Any], variant: str) -> dict[str, Any]:
     elif variant == "hgb":
         from sklearn.ensemble import HistGradientBoostingClassifier
 
-        xs, ys = [], []
-        for onset, frame, ref, spec in doc["train"]:
-            t, k, x = candidate_features(onset, frame, spec, spectral, history)
-            xs.append(x)
-            ys.append(label_candidates(t, k, ref, fr))
         clf = HistGradientBoostingClassifier(max_iter=300, early_stopping=True,
                                              random_state=doc["seed"])  # fmt: skip
-        clf.fit(np.concatenate(xs), np.concatenate(ys))
+        clf.fit(*labelled_candidates(doc["train"], fr, spectral, history))
         rescorer = _SklearnRescorer(clf, spectral, history)
     fit_s = time.perf_counter() - t0
     dec = replace(base, rescorer=rescorer)
