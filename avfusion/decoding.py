@@ -239,7 +239,7 @@ def block_onsets(
         raise ValueError("a rescorer needs the frame posteriors (frame=None)")
     r = config.rescorer
     t, k, features = candidate_features(onset, frame, spec, r.spectral, r.history, r.patch)
-    q = config.rescorer.predict(features)
+    q = r.predict(features)
     if cut is not None:  # a short last block: the cut of the block before it
         keep = q >= cut
     elif float(q.sum()) < MIN_EXPECTED_ONSETS:

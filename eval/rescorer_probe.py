@@ -63,7 +63,6 @@ def dump(
         _clip_notes,
         fine_tune_config,
         load_performance,
-        rescorer_parts,
         rescorer_training_clips,
         split_performances,
     )
@@ -85,7 +84,7 @@ def dump(
                 val.append((cond, post["onset"], post["frame"], post["velocity"], ref,
                             post.get("key_cqt")))  # fmt: skip
     doc = {"init": init, "config": str(config), "mode": cfg.mode, "seed": cfg.seed,
-           "hidden": cfg.rescorer_hidden, "parts": rescorer_parts(cfg), "train": train_items,
+           "hidden": cfg.rescorer_hidden, "train": train_items,
            "val": val, "frame_rate_hz": system.model.config.frame_rate_hz,
            "model_extra": system.init_extra, "wall_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
