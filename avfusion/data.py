@@ -25,6 +25,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,6 +60,13 @@ class DataConfig:
     low_light_gain: tuple[float, float] = (0.1, 0.6)
     p_sensor_noise: float = 0.0  # share of windows with Gaussian sensor noise added
     sensor_noise_sd: tuple[float, float] = (0.0, 8.0)  # grey levels (of 255), after the gain
+    # occluders (off by default): with probability p_occlusion a window gets one patch over a
+    # share of the keyboard's width drawn from occlusion_width, full key depth, for a share of
+    # its frames drawn from occlusion_time (one interval), filled flat, with a ramp or with
+    # texture (a hand, sheet music, a camera strap across the keys)
+    p_occlusion: float = 0.0
+    occlusion_width: tuple[float, float] = (0.05, 0.5)
+    occlusion_time: tuple[float, float] = (0.2, 1.0)
     max_av_offset_frames: float = 2.0  # audio-video offset, in video frames
     # timbre augmentation (off by default): a share of training windows take their clean audio
     # from the performance re-rendered with another piano (avfusion.config.TIMBRE_SOUNDFONTS)
@@ -450,8 +458,9 @@ def augment_video(frames: np.ndarray, cfg: DataConfig, rng: np.random.Generator)
     rectified image), low light (the whole window's grey levels times a gain drawn from
     ``cfg.low_light_gain``, with probability ``cfg.p_low_light``), sensor noise (Gaussian, standard
     deviation drawn from ``cfg.sensor_noise_sd`` grey levels, with probability
-    ``cfg.p_sensor_noise``; added after the gain, as a camera's read noise is) and dropped
-    frames (a frame repeats the previous one). A probability of 0 draws nothing from ``rng``.
+    ``cfg.p_sensor_noise``; added after the gain, as a camera's read noise is), an occluder
+    (with probability ``cfg.p_occlusion``: `occlude`) and dropped frames (a frame repeats the
+    previous one). A probability of 0 draws nothing from ``rng``.
 
     Args:
         frames: uint8 (T, H, W).
@@ -482,11 +491,67 @@ def augment_video(frames: np.ndarray, cfg: DataConfig, rng: np.random.Generator)
         noise = rng.standard_normal(x.shape, dtype=np.float32)
         noise *= rng.uniform(*cfg.sensor_noise_sd)
         x += noise
+    if cfg.p_occlusion > 0 and rng.random() < cfg.p_occlusion:
+        occlude(x, cfg.occlusion_width, cfg.occlusion_time, rng)
     drop = rng.random(len(x)) < cfg.p_dropped_frame
     for j in np.flatnonzero(drop):
         if j > 0:
             x[j] = x[j - 1]
     return np.clip(x, 0, 255, out=x).astype(np.uint8)
+
+
+OCCLUDER_FILLS = ("flat", "ramp", "texture")
+"""How `occlude` fills its patch, drawn uniformly."""
+
+
+def occlude(
+    x: np.ndarray,
+    width: tuple[float, float],
+    time_share: tuple[float, float],
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """Cover part of the keyboard with one occluder, in place (training augmentation, so a
+    model learns that keys it cannot see are unknown, not up).
+
+    The patch spans the full key depth (all rows) and a share of the width drawn uniformly
+    from ``width`` at a random place, for one interval of a share of the frames drawn from
+    ``time_share``. Its fill is drawn from `OCCLUDER_FILLS`: one grey level (20..235), a
+    linear ramp across the patch between two grey levels, or a smoothed Gaussian texture
+    (mean 20..235, SD 10..40 grey levels) that stays put while it covers the keys.
+
+    Args:
+        x: float32 (T, H, W) grey levels 0..255, changed in place.
+        width, time_share: (low, high) shares in (0, 1].
+        rng: the random generator.
+    Returns:
+        ``{x_px: [x0, x1], frames: [t0, t1], fill}`` (pixels and frame indices, end-exclusive).
+    Raises:
+        ValueError: a share outside (0, 1] or low > high.
+    """
+    import cv2
+
+    for name, (lo, hi) in (("occlusion_width", width), ("occlusion_time", time_share)):
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"{name}: expected 0 < low <= high <= 1, got ({lo}, {hi})")
+    n_frames, h, w = x.shape
+    w_px = max(1, round(w * rng.uniform(*width)))
+    x0 = int(rng.integers(0, w - w_px + 1))
+    t_len = max(1, round(n_frames * rng.uniform(*time_share)))
+    t0 = int(rng.integers(0, n_frames - t_len + 1))
+    fill = OCCLUDER_FILLS[int(rng.integers(len(OCCLUDER_FILLS)))]
+    patch: np.ndarray
+    if fill == "flat":
+        patch = np.full((h, w_px), rng.uniform(20, 235), np.float32)
+    elif fill == "ramp":
+        a, b = rng.uniform(20, 235, size=2)
+        patch = np.broadcast_to(np.linspace(a, b, w_px, dtype=np.float32), (h, w_px))
+    else:
+        white = rng.standard_normal((h, w_px)).astype(np.float32)
+        smooth = np.asarray(cv2.GaussianBlur(white, (0, 0), 2.0), np.float32)
+        smooth *= rng.uniform(10, 40) / (smooth.std() + 1e-6)
+        patch = np.clip(smooth + rng.uniform(20, 235), 0, 255)
+    x[t0 : t0 + t_len, :, x0 : x0 + w_px] = patch
+    return {"x_px": [x0, x0 + w_px], "frames": [t0, t0 + t_len], "fill": fill}
 
 
 class WindowDataset(Dataset):

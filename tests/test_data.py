@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from avfusion.data import DataConfig, WindowDataset, augment_video, labels_to_notes, make_labels
+from avfusion.data import (
+    OCCLUDER_FILLS,
+    DataConfig,
+    WindowDataset,
+    augment_video,
+    labels_to_notes,
+    make_labels,
+    occlude,
+)
 from avfusion.decoding import DecodeConfig, decode_notes
 from avfusion.inference import predict_posteriors, window_starts
 from avfusion.keyboard import RECT_DEPTH_MM, WHITE_KEY_LENGTH_MM, key_x_spans_px, rectify_homography
@@ -238,6 +246,34 @@ def test_augment_video_low_light_and_sensor_noise():
     assert np.array_equal(augment_video(frames, off, r1), frames)
     augment_video(frames, base, r2)
     assert r1.random() == r2.random()  # the ranges were never drawn from
+
+
+def test_occlusion_covers_one_patch_for_one_interval():
+    """An occluder changes exactly one full-depth column span over one run of frames, of a
+    width and duration inside their ranges; every fill kind is drawn; bad ranges are refused;
+    with ``p_occlusion`` 0 the augmentation is off."""
+    rng = np.random.default_rng(3)
+    frames = rng.integers(100, 200, (40, 16, 200)).astype(np.uint8)
+    fills = set()
+    for _ in range(30):
+        x = frames.astype(np.float32)
+        rec = occlude(x, (0.1, 0.3), (0.25, 0.5), rng)
+        fills.add(rec["fill"])
+        (x0, x1), (t0, t1) = rec["x_px"], rec["frames"]
+        assert 20 <= x1 - x0 <= 60 and 10 <= t1 - t0 <= 20
+        changed = x != frames
+        cols = np.flatnonzero(changed.any(axis=(0, 1)))
+        rows_t = np.flatnonzero(changed.any(axis=(1, 2)))
+        assert cols.min() >= x0 and cols.max() < x1 and rows_t.min() >= t0 and rows_t.max() < t1
+        # the patch holds still: every covered frame shows the same picture there
+        assert np.array_equal(x[t0, :, x0:x1], x[t1 - 1, :, x0:x1])
+    assert fills == set(OCCLUDER_FILLS)
+    with pytest.raises(ValueError, match="occlusion_width"):
+        occlude(frames.astype(np.float32), (0.5, 0.2), (0.2, 0.5), rng)
+    base = DataConfig(p_video_aug=0.0, p_dropped_frame=0.0)
+    assert np.array_equal(augment_video(frames, base, rng), frames)
+    covered = augment_video(frames, replace(base, p_occlusion=1.0), rng)
+    assert (covered != frames).any()
 
 
 class _ImpulseModel(torch.nn.Module):
