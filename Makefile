@@ -7,7 +7,7 @@ APT_PACKAGES := libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont musescore-g
   chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup apt venv eval-deps test test-all lint demo models models-long models-fallback models-lowlight models-velocity models-rescore models-rescore-cqt models-rescore-cqt2 models-rescore-hist models-rescore-patch models-timbre models-transplant models-distill gpu-pack clean
+.PHONY: setup apt venv eval-deps test test-all lint demo models models-long models-fallback models-lowlight models-velocity models-rescore models-rescore-cqt models-rescore-cqt2 models-rescore-hist models-rescore-patch models-occlusion models-timbre models-transplant models-distill gpu-pack clean
 
 # Export (`avfusion train --export-only`) the fusion and audio-only models of config $(1) at
 # once, one thread each, into runs/cpu-small-MODE-$(2) (log runs/$(2)-MODE.log); $(3) non-empty:
@@ -79,7 +79,9 @@ demo: setup
 # reads the log-CQT) replaces fusion and audio-only, then stage 10 (`models-rescore-hist`, about
 # 55 min: the same weights re-exported with a rescorer that also reads each key's own history)
 # replaces them again, then stage 11 (`models-rescore-patch`, about 55 min: all three re-exported
-# with a rescorer that also reads each candidate's raw neighbourhood) replaces all three.
+# with a rescorer that also reads each candidate's raw neighbourhood) replaces all three, then
+# stage 12 (`models-occlusion`, about 45 min: fusion's video path fine-tuned with occluders)
+# replaces fusion.
 # Stages 8 (`models-rescore-cqt`) and 9 (`models-timbre`) are experiments,
 # not bundled: experiments/runs/cpu-small-rescore-cqt/ and cpu-small-timbre/.
 data/corpus/manifest.jsonl: | setup
@@ -109,6 +111,8 @@ models: data/corpus/manifest.jsonl data/noise/manifest.json
 	for m in fusion audio; do rm -rf avfusion/models/$$m; cp -r runs/cpu-small-$$m-rescore-hist/model avfusion/models/$$m; done
 	$(MAKE) models-rescore-patch
 	for m in fusion audio video; do rm -rf avfusion/models/$$m; cp -r runs/cpu-small-$$m-rescore-patch/model avfusion/models/$$m; done
+	$(MAKE) models-occlusion
+	rm -rf avfusion/models/fusion; cp -r runs/cpu-small-fusion-occlusion/model avfusion/models/fusion
 
 # Stages 2 and 3 of the cpu-small models (400 steps at the cpu-small schedule, then 1000 at
 # experiments/configs/cpu-small-long.yaml), from the stage-1 runs in runs/ (`make models` calls
@@ -220,6 +224,16 @@ models-rescore-patch: data/corpus/manifest.jsonl data/noise/manifest.json
 	OMP_NUM_THREADS=1 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-rescore-patch-video.yaml \
 	  --init video --mode video --out runs/cpu-small-video-rescore-patch --export-only --no-progress \
 	  > runs/rescore-patch-video.log 2>&1
+
+# Stage 12 (experiments/runs/cpu-small-occlusion/README.md): the bundled fusion model's video
+# path (video encoder, cross-attention, gate; all else frozen) fine-tuned 400 steps with the
+# occluder augmentation (avfusion.data.occlude), then exported with stage 11's rescorer refitted
+# with an occluded camera among its conditions (about 45 min on 2 cores). Bundled.
+models-occlusion: data/corpus/manifest.jsonl data/noise/manifest.json
+	mkdir -p runs
+	OMP_NUM_THREADS=2 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-occlusion.yaml \
+	  --init fusion --mode fusion --out runs/cpu-small-fusion-occlusion --no-progress \
+	  > runs/occlusion-fusion.log 2>&1
 
 # A probe (not bundled; experiments/runs/cpu-small-transplant): the bundled fusion model with
 # its video encoder swapped for the bundled video-only model's, fine-tuned 400 steps with stage
