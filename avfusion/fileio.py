@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -40,6 +41,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_json(path: str | Path, doc: object) -> Path:
+    """Write ``doc`` as indented JSON (one space, a final newline) to ``path`` atomically
+    (`atomic_path`), making its folder first.
+
+    Raises:
+        OSError: the folder cannot be made or written (names the path).
+        TypeError: ``doc`` holds a value JSON cannot encode.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    return path
 
 
 def _umask() -> int:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from avfusion.fileio import atomic_path
+from avfusion.fileio import write_json
 
 METRICS = ("note/f1", "note/precision", "note/recall")
 """The per-piece metrics averaged for each side (the test is on the first)."""
@@ -106,9 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         doc = {"system": args.system, "new": [str(p) for p in args.new],
                "old": [str(p) for p in args.old], "conditions": res, "machine": machine()}  # fmt: skip
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(args.out) as tmp:
-            Path(tmp).write_text(json.dumps(doc, indent=1) + "\n")
+        write_json(args.out, doc)
     return 0
 
 

@@ -25,7 +25,6 @@ Test-split performances are never read. The machine is recorded (`eval.machine`)
 from __future__ import annotations
 
 import argparse
-import json
 import pickle
 import sys
 import time
@@ -35,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from avfusion.fileio import atomic_path
+from avfusion.fileio import atomic_path, write_json
 
 VARIANTS = ("bundled", "mlp-sklearn", "mlp-torch", "hgb", "patch-torch")
 """The rescorers `fit` can compare (see the module docstring)."""
@@ -177,9 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     print(args.variant, " ".join(f"{c}={v:.4f}" for c, v in f1.items()))
     if args.out:
         res["machine"] = machine()
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(args.out) as tmp:
-            Path(tmp).write_text(json.dumps(res, indent=1) + "\n")
+        write_json(args.out, res)
     return 0
 
 
