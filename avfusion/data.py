@@ -74,6 +74,11 @@ class DataConfig:
     p_timbre: float = 0.0
     degradation: dict = field(default_factory=dict)  # avfusion.noise.SamplerConfig fields
 
+    def __post_init__(self) -> None:
+        """Raises ValueError on an occluder range outside (0, 1] (at load, not mid-training)."""
+        _check_shares("occlusion_width", self.occlusion_width)
+        _check_shares("occlusion_time", self.occlusion_time)
+
     @property
     def frame_rate_hz(self) -> float:
         """Label frames per second, ``sample_rate_hz / hop_length`` (31.25 by default)."""
@@ -500,6 +505,13 @@ def augment_video(frames: np.ndarray, cfg: DataConfig, rng: np.random.Generator)
     return np.clip(x, 0, 255, out=x).astype(np.uint8)
 
 
+def _check_shares(name: str, shares: Sequence[float]) -> None:
+    """Raise ValueError unless ``shares`` is ``(low, high)`` with 0 < low <= high <= 1."""
+    lo, hi = shares
+    if not 0 < lo <= hi <= 1:
+        raise ValueError(f"{name}: expected 0 < low <= high <= 1, got ({lo}, {hi})")
+
+
 OCCLUDER_FILLS = ("flat", "ramp", "texture")
 """How `occlude` fills its patch, drawn uniformly."""
 
@@ -530,9 +542,8 @@ def occlude(
     """
     import cv2
 
-    for name, (lo, hi) in (("occlusion_width", width), ("occlusion_time", time_share)):
-        if not 0 < lo <= hi <= 1:
-            raise ValueError(f"{name}: expected 0 < low <= high <= 1, got ({lo}, {hi})")
+    _check_shares("occlusion_width", width)
+    _check_shares("occlusion_time", time_share)
     n_frames, h, w = x.shape
     w_px = max(1, round(w * rng.uniform(*width)))
     x0 = int(rng.integers(0, w - w_px + 1))

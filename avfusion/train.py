@@ -133,6 +133,7 @@ class TrainConfig:
         # the data section and its degradation sampler too: a typo there must stop the run
         # before it writes anything, not raise a TypeError when the data loader is built
         check_known_keys(DataConfig, self.data, "data")
+        DataConfig(**self.data)  # its own range checks (e.g. the occluder's shares)
         from avfusion.noise import SamplerConfig
 
         SamplerConfig.from_dict(self.data.get("degradation"))

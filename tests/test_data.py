@@ -270,6 +270,12 @@ def test_occlusion_covers_one_patch_for_one_interval():
     assert fills == set(OCCLUDER_FILLS)
     with pytest.raises(ValueError, match="occlusion_width"):
         occlude(frames.astype(np.float32), (0.5, 0.2), (0.2, 0.5), rng)
+    with pytest.raises(ValueError, match="occlusion_time"):  # a config fails when it is loaded
+        DataConfig(occlusion_time=(0.0, 0.5))
+    from avfusion.train import TrainConfig
+
+    with pytest.raises(ValueError, match="occlusion_width"):
+        TrainConfig(data={"p_occlusion": 0.3, "occlusion_width": [0.2, 1.5]})
     base = DataConfig(p_video_aug=0.0, p_dropped_frame=0.0)
     assert np.array_equal(augment_video(frames, base, rng), frames)
     covered = augment_video(frames, replace(base, p_occlusion=1.0), rng)
