@@ -371,6 +371,31 @@ def _with_velocity_stack(start: Any, velocity_channels: int, where: str) -> Any:
     return model
 
 
+def _with_video_reference(start: Any, where: str) -> Any:
+    """``start`` (an AVTranscriber) rebuilt with ``video_reference`` on: every weight copied,
+    the video stem's first convolution given a third input channel (the frame minus the
+    window's median frame) with zero weights, so the outputs are exactly ``start``'s until
+    training moves them.
+
+    Raises:
+        ValueError: an audio-only model (no video encoder), or a stem that is not the
+            expected first convolution.
+    """
+    from avfusion.model import AVTranscriber
+
+    if start.config.mode == "audio":
+        raise ValueError(f"--init {where}: an audio-only model has no video encoder")
+    model = AVTranscriber(start.config.replace(video_reference=True)).train()
+    state = start.state_dict()
+    key = "video_encoder.stem.0.weight"
+    old = state.get(key)
+    if old is None or old.shape[1] != 2:
+        raise ValueError(f"--init {where}: no 2-channel {key} to extend")
+    state[key] = torch.cat([old, torch.zeros_like(old[:, :1])], dim=1)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
 def _freeze_all_but(model: torch.nn.Module, prefixes: tuple[str, ...]) -> list[torch.nn.Module]:
     """Freeze every parameter whose name does not start with one of ``prefixes``; return the
     top-level modules without any trainable parameter (to be kept in eval mode).
@@ -512,6 +537,8 @@ class TranscriptionSystem(L.LightningModule):
             # velocity stack; a config without one keeps the model's
             if want.velocity_channels and want.velocity_channels != start.config.velocity_channels:
                 self.model = _with_velocity_stack(start, want.velocity_channels, self.cfg.init_from)
+            if want.video_reference and not self.model.config.video_reference:
+                self.model = _with_video_reference(self.model, self.cfg.init_from)
         # the distillation teacher: frozen, in eval mode, and not a submodule (so it is in no
         # checkpoint or export; `on_fit_start` moves it to the run's device)
         self._teacher: list[torch.nn.Module] = []

@@ -25,6 +25,15 @@ Every reference note left unmatched (a miss) is put in the first class that fits
 - ``missed:fast-repeat``: a reference note of the same pitch starts up to 200 ms before it.
 - ``missed:other``.
 
+With ``--coverage [BINS]`` it answers another question instead: how recall depends on what
+the camera could see. Each reference note's hand coverage (the share of its key's top surface
+under the pianist's hands at the onset) comes from the renderer that drew the video
+(`avfusion.synth.performance.load_renderer`); the notes fall into BINS equal-count bins, and
+``coverage.csv`` (system, condition, keys = all / white / black, bin, its edges, notes, matched,
+recall) and ``coverage.png`` are written:
+
+    python -m eval.errors experiments/results/snr-sweep --coverage --conditions clean pink@-10db
+
 Writes ``errors.csv`` (tidy: system, condition, class, count, share of the false positives)
 under ``--out`` (default: the run folder) and prints one table per condition. With
 ``--keep-others``, the rows that an existing ``errors.csv`` there holds for systems this call
@@ -39,6 +48,9 @@ import csv
 import json
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np
@@ -120,15 +132,32 @@ def _class_of(onset_s: float, pitch: int, ref: list) -> str:
     return "other"
 
 
-def breakdown(
-    run_dir: Path, conditions: list[str] | None = None, systems: list[str] | None = None
-) -> list[dict[str, object]]:
-    """The error breakdown of a benchmark run folder (see the module docstring).
+@dataclass(frozen=True)
+class CachedOutput:
+    """One cached benchmark output, read back and matched to its reference.
 
-    Returns:
-        rows ``{system, condition, class, count, share}``, plus per (system, condition) the
-        rows of class ``matched`` and ``missed`` (false negatives), share = their share of the
-        reference notes, and the rows of `MISS_CLASSES`, share = their share of the misses.
+    Attributes:
+        system, condition, piece: the cell (names as in the run's cache folders).
+        folder: the piece's performance folder in the corpus.
+        reference, estimate: the notes starting in the scored seconds (`eval.run.first_notes`).
+        pairs: their `avfusion.notes.matched_pairs` (reference index, estimate index).
+    """
+
+    system: str
+    condition: str
+    piece: str
+    folder: Path
+    reference: Notes
+    estimate: Notes
+    pairs: list[tuple[int, int]]
+
+
+def cached_outputs(
+    run_dir: Path, conditions: list[str] | None = None, systems: list[str] | None = None
+) -> Iterator[CachedOutput]:
+    """The cached MIDI outputs of a benchmark run folder, system by system and condition by
+    condition, each matched to its reference as the benchmark scores it.
+
     Raises:
         FileNotFoundError: no ``run.json`` or no cache under ``run_dir``.
         ValueError: the run is on a dataset adapter (only corpus runs are read), or a named
@@ -155,7 +184,7 @@ def breakdown(
     names = systems or sorted(
         p.name for p in cache.iterdir() if p.is_dir() and not p.name.startswith("_")
     )
-    rows: list[dict[str, object]] = []
+    seen: set[str] = set()
     for system in names:
         conds = conditions or sorted(p.name for p in (cache / system).iterdir() if p.is_dir())
         for cond in conds:
@@ -164,40 +193,113 @@ def breakdown(
             if not files:  # e.g. a video-only system under an audio condition: eval.run
                 print(f"note: {folder}: no cached outputs, skipped", file=sys.stderr)  # reuses
                 continue  # its clean output there and caches nothing under the condition
-            total: Counter[str] = Counter({c: 0 for c in CLASSES})
-            misses: Counter[str] = Counter({c: 0 for c in MISS_CLASSES})
-            n_matched = n_ref = 0
+            seen.add(cond)
             for path in files:
                 piece = path.name.split(".")[0]
                 if piece not in refs:  # read once for all systems and conditions
                     refs[piece] = first_notes(perfs[piece].notes(), end_of(piece))
                 est = first_notes(read_midi(path), end_of(piece))
-                pairs = matched_pairs(refs[piece], est)  # once for both breakdowns
-                counts, m, r = classify_false_positives(refs[piece], est, pairs)
-                total.update(counts)
-                misses.update(classify_misses(refs[piece], est, pairs))
-                n_matched, n_ref = n_matched + m, n_ref + r
-            n_fp = sum(total.values())
-            for c in CLASSES:
-                rows.append(
-                    {
-                        "system": system,
-                        "condition": cond,
-                        "class": c,
-                        "count": total[c],
-                        "share": total[c] / n_fp if n_fp else 0.0,
-                    }
-                )
-            for c, k in (("matched", n_matched), ("missed", n_ref - n_matched)):
-                rows.append({"system": system, "condition": cond, "class": c, "count": k,
-                             "share": k / n_ref if n_ref else 0.0})  # fmt: skip
-            n_missed = n_ref - n_matched
-            for c in MISS_CLASSES:
-                rows.append({"system": system, "condition": cond, "class": c, "count": misses[c],
-                             "share": misses[c] / n_missed if n_missed else 0.0})  # fmt: skip
-    missing = [c for c in conditions or [] if not any(r["condition"] == c for r in rows)]
-    if missing or not rows:
+                yield CachedOutput(system, cond, piece, perfs[piece].folder, refs[piece], est,
+                                   matched_pairs(refs[piece], est))  # fmt: skip
+    missing = [c for c in conditions or [] if c not in seen]
+    if missing or not seen:
         raise ValueError(f"{cache}: no cached outputs under {missing or 'any condition'}")
+
+
+def breakdown(
+    run_dir: Path, conditions: list[str] | None = None, systems: list[str] | None = None
+) -> list[dict[str, object]]:
+    """The error breakdown of a benchmark run folder (see the module docstring).
+
+    Returns:
+        rows ``{system, condition, class, count, share}``, plus per (system, condition) the
+        rows of class ``matched`` and ``missed`` (false negatives), share = their share of the
+        reference notes, and the rows of `MISS_CLASSES`, share = their share of the misses.
+    Raises:
+        FileNotFoundError, ValueError: as `cached_outputs`.
+    """
+    rows: list[dict[str, object]] = []
+    outputs = cached_outputs(run_dir, conditions, systems)
+    for (system, cond), cell in groupby(outputs, key=lambda o: (o.system, o.condition)):
+        total: Counter[str] = Counter({c: 0 for c in CLASSES})
+        misses: Counter[str] = Counter({c: 0 for c in MISS_CLASSES})
+        n_matched = n_ref = 0
+        for o in cell:
+            counts, m, r = classify_false_positives(o.reference, o.estimate, o.pairs)
+            total.update(counts)
+            misses.update(classify_misses(o.reference, o.estimate, o.pairs))
+            n_matched, n_ref = n_matched + m, n_ref + r
+        n_fp = sum(total.values())
+        for c in CLASSES:
+            rows.append({"system": system, "condition": cond, "class": c, "count": total[c],
+                         "share": total[c] / n_fp if n_fp else 0.0})  # fmt: skip
+        for c, k in (("matched", n_matched), ("missed", n_ref - n_matched)):
+            rows.append({"system": system, "condition": cond, "class": c, "count": k,
+                         "share": k / n_ref if n_ref else 0.0})  # fmt: skip
+        n_missed = n_ref - n_matched
+        for c in MISS_CLASSES:
+            rows.append({"system": system, "condition": cond, "class": c, "count": misses[c],
+                         "share": misses[c] / n_missed if n_missed else 0.0})  # fmt: skip
+    return rows
+
+
+def coverage_breakdown(
+    run_dir: Path,
+    conditions: list[str] | None = None,
+    systems: list[str] | None = None,
+    n_bins: int = 4,
+) -> list[dict[str, object]]:
+    """Recall by how much of the key the pianist's hands hid when the note started.
+
+    Each reference note's hand coverage is the renderer's own ground truth
+    (`avfusion.synth.performance.load_renderer`, `KeyboardRenderer.hand_coverage`: the share
+    of the key's top surface in the frame under the hands at the onset). The notes are put
+    into ``n_bins`` bins of equal count by the quantiles of the coverage of all reference
+    notes read (so the edges depend on the pieces, not on a choice made after the results),
+    and each (system, condition) gets its recall per bin.
+
+    Returns:
+        rows ``{system, condition, keys, bin, coverage_from, coverage_to, notes, matched,
+        recall}``: ``keys`` is ``all``, ``white`` or ``black`` (the same bin edges for each);
+        ``bin`` 1 = least hidden; the last bin includes its upper edge.
+    Raises:
+        FileNotFoundError, ValueError: as `cached_outputs`; ValueError also for a corpus whose
+            performances were not rendered by avfusion.synth (no video parameters).
+    """
+    from avfusion.keyboard import is_black
+    from avfusion.synth.performance import load_renderer
+
+    if n_bins < 1:
+        raise ValueError(f"n_bins={n_bins}: need at least 1")
+    coverage: dict[str, np.ndarray] = {}  # piece -> per reference note
+    black_keys: dict[str, np.ndarray] = {}  # piece -> per reference note: a black key?
+    found: list[tuple[str, str, str, np.ndarray]] = []  # (system, condition, piece, matched?)
+    for o in cached_outputs(run_dir, conditions, systems):
+        if o.piece not in coverage:
+            renderer, _ = load_renderer(o.folder)
+            coverage[o.piece] = renderer.hand_coverage(o.reference)
+            black_keys[o.piece] = np.array([is_black(n.pitch) for n in o.reference], bool)
+        hit = np.zeros(len(o.reference), bool)
+        hit[[i for i, _ in o.pairs]] = True
+        found.append((o.system, o.condition, o.piece, hit))
+    every = np.concatenate(list(coverage.values()))
+    every = every[np.isfinite(every)]
+    edges = np.quantile(every, np.linspace(0, 1, n_bins + 1)) if every.size else np.zeros(2)
+    rows: list[dict[str, object]] = []
+    for (system, cond), group in groupby(found, key=lambda f: (f[0], f[1])):
+        cell = list(group)
+        cov = np.concatenate([coverage[piece] for _, _, piece, _ in cell])
+        hit = np.concatenate([h for *_, h in cell])
+        black = np.concatenate([black_keys[piece] for _, _, piece, _ in cell])
+        which = np.clip(np.searchsorted(edges, cov, side="right") - 1, 0, len(edges) - 2)
+        ok = np.isfinite(cov)
+        for keys, of_keys in (("all", ok), ("white", ok & ~black), ("black", ok & black)):
+            for b in range(len(edges) - 1):
+                sel = of_keys & (which == b)
+                n, m = int(sel.sum()), int(hit[sel].sum())
+                rows.append({"system": system, "condition": cond, "keys": keys, "bin": b + 1,
+                             "coverage_from": float(edges[b]), "coverage_to": float(edges[b + 1]),
+                             "notes": n, "matched": m, "recall": m / n if n else 0.0})  # fmt: skip
     return rows
 
 
@@ -232,21 +334,36 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--keep-others", action="store_true",
                     help="keep the rows of an existing errors.csv in --out for the systems not "
                     "read now")  # fmt: skip
+    ap.add_argument("--coverage", type=int, nargs="?", const=4, metavar="BINS",
+                    help="instead: recall by how much of the key the hands hid at the onset, in "
+                    "BINS equal-count bins (default 4); writes coverage.csv and coverage.png")  # fmt: skip
     args = ap.parse_args(argv)
     out = args.out or args.run
+    kept: list[dict[str, str]] = []
     try:
-        rows = breakdown(args.run, args.conditions, args.systems)
-        read_now = {str(r["system"]) for r in rows}
-        kept = kept_rows(out / "errors.csv", read_now) if args.keep_others else []
+        if args.coverage is not None:
+            rows = coverage_breakdown(args.run, args.conditions, args.systems, args.coverage)
+        else:
+            rows = breakdown(args.run, args.conditions, args.systems)
+            read_now = {str(r["system"]) for r in rows}
+            kept = kept_rows(out / "errors.csv", read_now) if args.keep_others else []
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "errors.csv") as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(FIELDS))
+    name, fields = (
+        ("coverage.csv", COVERAGE_FIELDS) if args.coverage is not None else ("errors.csv", FIELDS)
+    )
+    with atomic_path(out / name) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(fields))
         w.writeheader()
         w.writerows(rows)
         w.writerows(kept)
+    if args.coverage is not None:
+        plot_coverage(rows, out / "coverage.png")
+        print_coverage(rows)
+        print(f"\nwrote {out / 'coverage.csv'} and {out / 'coverage.png'}")
+        return
     if kept:
         names = ", ".join(dict.fromkeys(r["system"] for r in kept))
         print(f"kept {len(kept)} rows of {names} from the earlier errors.csv")
@@ -260,6 +377,70 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{system:<26}" + "".join(
                 f"{sel[c]['count']:>6} ({sel[c]['share']:.2f})" for c in cols))  # fmt: skip
     print(f"\nwrote {out / 'errors.csv'}")
+
+
+COVERAGE_FIELDS = ("system", "condition", "keys", "bin", "coverage_from", "coverage_to",
+                   "notes", "matched", "recall")  # fmt: skip
+"""The columns of ``coverage.csv``."""
+
+
+def plot_coverage(rows: list[dict[str, object]], path: Path) -> Path:
+    """Recall against hand coverage (`coverage_breakdown` rows): one panel per condition, one
+    line per system, a point per bin at the mean of its edges."""
+    from matplotlib.figure import Figure
+
+    conds = list(dict.fromkeys(str(r["condition"]) for r in rows))
+    systems = list(dict.fromkeys(str(r["system"]) for r in rows))
+    ncols = min(len(conds), 3)
+    nrows = -(-len(conds) // ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.4 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).reshape(-1)
+    for ax, cond in zip(axes, conds, strict=False):
+        for i, system in enumerate(systems):
+            sel = [
+                r for r in rows if (r["condition"], r["system"], r["keys"]) == (cond, system, "all")
+            ]
+            if not sel:
+                continue
+            x = [(float(r["coverage_from"]) + float(r["coverage_to"])) / 2 for r in sel]  # type: ignore[arg-type]
+            ax.plot(
+                x, [r["recall"] for r in sel], marker="o", ms=3, color=f"C{i % 10}", label=system
+            )
+        ax.set_title(cond)
+        ax.set_xlabel("share of the key hidden by the hands at the onset")
+        ax.set_ylabel("note recall (onset 50 ms)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(conds) :]:
+        ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, ncols=min(4, len(labels)), loc="outside lower center")
+    fig.suptitle("Recall by hand coverage (equal-count bins of the reference notes)")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    return path
+
+
+def print_coverage(rows: list[dict[str, object]]) -> None:
+    """Print `coverage_breakdown` rows as a table: recall per bin (all keys), then over all
+    bins for white and black keys."""
+    first = [r for r in rows if (r["system"], r["condition"], r["keys"])
+             == (rows[0]["system"], rows[0]["condition"], "all")]  # fmt: skip
+    heads = [f"{float(r['coverage_from']):.2f}-{float(r['coverage_to']):.2f}" for r in first]  # type: ignore[arg-type]
+    print("note recall by the share of the key hidden by the hands at the onset "
+          f"({first[0]['notes']}+ reference notes a bin)")  # fmt: skip
+    print(f"{'system':<26}{'condition':<16}" + "".join(f"{h:>12}" for h in heads)
+          + f"{'white keys':>12}{'black keys':>12}")  # fmt: skip
+    for (system, cond), group in groupby(rows, key=lambda r: (r["system"], r["condition"])):
+        cell = list(group)
+        by_colour = []
+        for keys in ("white", "black"):
+            n = sum(int(r["notes"]) for r in cell if r["keys"] == keys)  # type: ignore[call-overload]
+            m = sum(int(r["matched"]) for r in cell if r["keys"] == keys)  # type: ignore[call-overload]
+            by_colour.append(f"{m / n if n else 0.0:>12.3f}")
+        print(f"{system!s:<26}{cond!s:<16}"
+              + "".join(f"{r['recall']:>12.3f}" for r in cell if r["keys"] == "all")
+              + "".join(by_colour))  # fmt: skip
 
 
 if __name__ == "__main__":

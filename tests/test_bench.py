@@ -645,6 +645,43 @@ def test_error_breakdown_classes_each_false_positive(tmp_path, corpus, capsys):
     assert table.read_text() == "a,b\n1,2\n"  # left as it was
 
 
+def test_coverage_breakdown_counts_each_reference_note_once(tmp_path, corpus, capsys):
+    """eval.errors --coverage: every reference note lands in one bin, the bins' matched notes
+    add up to the breakdown's, and the table, CSV and PNG are written (the fixture corpus has
+    no hands, so every key is fully visible: the renderer-side measure is tested in
+    tests/test_corpus.py)."""
+    import json
+
+    from avfusion.data import list_performances
+    from eval import errors
+
+    perf = next(p for p in list_performances(corpus, "test") if p.id == "piece-a")
+    ref = sorted(perf.notes(), key=lambda n: (n.onset_s, n.pitch))
+    run = tmp_path / "run"
+    (run / "cache" / "sys" / "clean").mkdir(parents=True)
+    write_midi(Notes.from_iterables(ref[2:]), run / "cache" / "sys" / "clean" / "piece-a.mid")
+    (run / "run.json").write_text(json.dumps({"test_set": {"corpus": str(corpus), "split": "test", "seconds": None}}))  # fmt: skip
+    rows = errors.coverage_breakdown(run, n_bins=1)
+    assert [r["keys"] for r in rows] == ["all", "white", "black"]
+    assert rows[0]["coverage_to"] == 0.0  # no hands: nothing hidden
+    assert (rows[0]["notes"], rows[0]["matched"]) == (len(ref), len(ref) - 2)
+    assert rows[1]["notes"] + rows[2]["notes"] == len(ref)
+    assert rows[2]["notes"] == sum(n.pitch % 12 in (1, 3, 6, 8, 10) for n in ref)
+    errors.main([str(run), "--coverage", "2", "--out", str(tmp_path / "out")])
+    got = list(csv.DictReader(open(tmp_path / "out" / "coverage.csv")))
+    got = [r for r in got if r["keys"] == "all"]
+    assert [r["bin"] for r in got] == ["1", "2"]
+    assert sum(int(r["notes"]) for r in got) == len(ref)
+    assert sum(int(r["matched"]) for r in got) == len(ref) - 2
+    assert (tmp_path / "out" / "coverage.png").stat().st_size > 0
+    assert "hidden by the hands" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:
+        errors.main([str(run), "--coverage", "--conditions", "pink@0db"])
+    assert info.value.code == 2 and "pink@0db" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="n_bins"):
+        errors.coverage_breakdown(run, n_bins=0)
+
+
 def test_misses_are_classed_by_what_was_played_with_them():
     from avfusion.notes import Note
     from eval.errors import classify_misses

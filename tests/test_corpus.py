@@ -13,7 +13,12 @@ from avfusion.cli import main
 from avfusion.fileio import sha256_file
 from avfusion.midi import read_midi
 from avfusion.synth.corpus import CorpusConfig, build_corpus
-from avfusion.synth.performance import PERFORMANCE_FILES, PerformanceSpec, render_performance
+from avfusion.synth.performance import (
+    PERFORMANCE_FILES,
+    PerformanceSpec,
+    load_renderer,
+    render_performance,
+)
 
 SMALL = (320, 180)
 
@@ -56,6 +61,37 @@ def test_three_second_performance_durations_agree(tmp_path, midi_file):
     )  # clockwise from top-left
     for key in ("source", "licence", "soundfont", "seed", "fps", "duration_s", "av_offset_s"):
         assert key in meta
+
+
+def test_rebuilt_renderer_draws_the_video_and_knows_what_the_hands_hide(tmp_path, midi_file):
+    spec = PerformanceSpec("p", "train", "midi", str(midi_file), seed=3, target_s=0,
+                           soundfont="timgm6mb")  # fmt: skip
+    meta = render_performance(spec, tmp_path / "p", size_px=SMALL)
+    renderer, notes = load_renderer(tmp_path / "p")
+    fps = meta["fps"]
+    with av.open(str(tmp_path / "p" / "video.mp4")) as c:
+        decoded = [
+            f.to_ndarray(format="rgb24") for _, f in zip(range(40), c.decode(video=0), strict=False)
+        ]
+    i = 30  # 1 s in: the hands are on the keys
+    hands = renderer.hand_mask(i / fps)
+    assert hands.any()
+    own = np.abs(renderer.render_frame(i / fps, i).astype(int) - decoded[i]).mean(axis=-1)
+    renderer.hands = False  # the same picture without the hands differs where they are
+    bare = np.abs(renderer.render_frame(i / fps, i).astype(int) - decoded[i]).mean(axis=-1)
+    assert own[hands].mean() < 8 < 4 * 8 < bare[hands].mean()
+    renderer.hands = True
+    cover = renderer.hand_coverage(notes)
+    assert cover.shape == (len(notes),) and np.all((cover >= 0) & (cover <= 1))
+    assert cover.max() > 0.05  # some pressed key is partly under a finger
+    renderer.hands = False
+    assert not renderer.hand_coverage(notes).any()
+    # a folder that is not a rendered performance is refused with its name
+    with pytest.raises(FileNotFoundError, match=r"meta\.json"):
+        load_renderer(tmp_path)
+    (tmp_path / "p" / "meta.json").write_text(json.dumps({"seed": 3}))
+    with pytest.raises(ValueError, match="no video parameters"):
+        load_renderer(tmp_path / "p")
 
 
 def test_from_midi_keeps_the_notes(tmp_path, midi_file):

@@ -144,6 +144,37 @@ def test_three_layer_video_stem_keeps_keys_apart() -> None:
         ModelConfig(video_stem_layers=2)
 
 
+def test_video_reference_channel_sees_a_held_change_and_starts_silent() -> None:
+    """``video_reference``: a key held darker for the whole window is invisible to the frame
+    difference but not to the frame-minus-median channel; a 2-channel model extended by
+    `avfusion.train._with_video_reference` gives exactly its outputs until the new weights move."""
+    from avfusion.train import _with_video_reference
+
+    cfg = tiny(mode="video")
+    _, video, times = make_batch(cfg, batch=1)
+    video = video // 2 + 64  # room to darken
+    x0, x1 = (int(c) for c in np.flatnonzero(key_pooling_matrix(cfg.rect_width_px)[:, 40])[[0, -1]])
+    held = video.clone()
+    held[:, 10:, :, x0 : x1 + 1] -= 20  # key 40 down from frame 10 to the end (2/3 of the window)
+    torch.manual_seed(0)
+    two = AVTranscriber(cfg).eval()
+    three = _with_video_reference(two, "test").eval()
+    assert three.config.video_reference and three.video_encoder.stem[0].weight.shape[1] == 3
+    with torch.no_grad():
+        n_out = n_frames(SR, cfg)
+        assert torch.equal(two(video=held, video_times_s=times, n_frames=n_out)["frame"],
+                           three(video=held, video_times_s=times, n_frames=n_out)["frame"])  # fmt: skip
+        w = three.video_encoder.stem[0].weight
+        w[:, 2], w[:, :2] = w[:, 0].clone(), 0  # only the reference channel left
+        moved = three.video_encoder.frame_tokens(held) - three.video_encoder.frame_tokens(video)
+        moved = moved.abs().amax(dim=(0, 3))  # (T_v, 88)
+    # frames 20.. : no frame-to-frame change any more, yet key 40 still stands out
+    assert float(moved[20:, 40].min()) > 0
+    assert float(moved[20:, 40 + 12].max()) < 0.2 * float(moved[20:, 40].min())
+    with pytest.raises(ValueError, match="audio-only"):
+        _with_video_reference(AVTranscriber(tiny(mode="audio")), "test")
+
+
 def test_gru_temporal_and_missing_inputs() -> None:
     cfg = tiny(temporal="gru")
     model = AVTranscriber(cfg).eval()

@@ -64,6 +64,11 @@ class ModelConfig:
             bundled so far) or 3 (three 3×3 convs with stride (2, 1): a 7-pixel receptive
             field across the keys and finer vertical detail, where a finger tip and a key's
             front edge are a few pixels tall).
+        video_reference: give the video CNN a third input channel, each frame minus the
+            per-pixel median over the window's frames (a background reference: the keys as they
+            look up and uncovered most of the time), so that a held key's small, lasting change
+            of shading stands out, not only the frame-to-frame change. Off in the models
+            bundled before stage 14.
         harmonic_offsets_keys: key offsets (semitones) whose conv features are gathered into
             each audio key token: sub-harmonics below, harmonics 2, 3, 4, 5, 6 above.
         n_heads: attention heads in the cross-attention (divides ``d_model``).
@@ -102,6 +107,7 @@ class ModelConfig:
     audio_channels: int = 32
     video_channels: int = 24
     video_stem_layers: int = 1
+    video_reference: bool = False
     harmonic_offsets_keys: tuple[int, ...] = field(default=(-19, -12, 0, 12, 19, 24, 28, 31))
     n_heads: int = 4
     time_window: int = 2

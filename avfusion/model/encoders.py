@@ -268,7 +268,10 @@ class VideoEncoder(nn.Module):
     Per frame (shared over frames):
 
     1. Input: the frame standardised over its pixels (robust to exposure and low light) and its
-       difference to the previous standardised frame (0 for the first): 2 channels.
+       difference to the previous standardised frame (0 for the first): 2 channels; with
+       ``video_reference`` a third, the frame minus the per-pixel median of the window's
+       standardised frames (a background reference, as background subtraction in video
+       analysis: the median frame shows the keys up and mostly uncovered).
     2. Pixel stage at full width resolution (only the height is pooled): an (8×3) conv with
        stride (8, 1), batch norm, ReLU; ``rows = H // 8`` rows remain (5 for H = 40, each a
        30 mm band of the 150 mm key length). With ``video_stem_layers = 3``: three 3×3 convs
@@ -298,6 +301,7 @@ class VideoEncoder(nn.Module):
         self.config = config
         c, d = config.video_channels, config.d_model
         p = c // 2
+        self.n_inputs = 3 if config.video_reference else 2
         # (kernel, stride, padding) per conv: one 8x3 of stride 8, or three 3x3 of stride 2
         convs = (
             [((8, 3), (8, 1), (0, 1))]
@@ -309,7 +313,12 @@ class VideoEncoder(nn.Module):
         for i, (kernel, stride, padding) in enumerate(convs):
             layers += [
                 nn.Conv2d(
-                    2 if i == 0 else p, p, kernel, stride=stride, padding=padding, bias=False
+                    self.n_inputs if i == 0 else p,
+                    p,
+                    kernel,
+                    stride=stride,
+                    padding=padding,
+                    bias=False,
                 ),
                 nn.BatchNorm2d(p),
                 nn.ReLU(),
@@ -345,7 +354,10 @@ class VideoEncoder(nn.Module):
         var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True)
         x = (x - mean) / (var.sqrt() + 2.0)  # per-frame standardisation (+2 grey levels: flat)
         diff = torch.diff(x, dim=1, prepend=x[:, :1])  # (B, T_v, H, W), 0 for the first frame
-        x = torch.stack([x, diff], dim=2).flatten(0, 1)  # (B*T_v, 2, H, W)
+        channels = [x, diff]
+        if self.n_inputs == 3:
+            channels.append(x - x.median(dim=1, keepdim=True).values)  # minus the background
+        x = torch.stack(channels, dim=2).flatten(0, 1)  # (B*T_v, n_inputs, H, W)
         x = self.stem(x)  # (B*T_v, p, rows, W)
         x = torch.matmul(x, self.pooling.to(x.dtype))  # (B*T_v, p, rows, 88)
         x = self.key_block(x)  # (B*T_v, c, rows, 88)

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
@@ -27,6 +28,9 @@ from avfusion.synth.humanise import draw_humanise_params, humanise
 from avfusion.synth.passages import generate_etude
 from avfusion.synth.render_audio import draw_audio_params, render_audio
 from avfusion.synth.scores import MUSIC21_LICENCE, Score, load_corpus_score
+
+if TYPE_CHECKING:
+    from avfusion.synth.render_video import KeyboardRenderer
 
 TAIL_S: float = 1.0
 """Time kept after the last key and pedal release, for the piano's release to ring out."""
@@ -236,6 +240,44 @@ def _json_default(o: object) -> object:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def load_renderer(folder: str | Path) -> tuple[KeyboardRenderer, Notes]:
+    """Rebuild the renderer that drew a performance folder's video, from its meta.json (video
+    parameters, hands, seed) and notes.mid, for the renderer's ground truth about that video:
+    :meth:`~avfusion.synth.render_video.KeyboardRenderer.hand_mask`, ``hand_coverage``,
+    ``key_down``. Frames it renders equal the video's before H.264 coding.
+
+    Returns:
+        (the renderer, the notes read from notes.mid).
+    Raises:
+        FileNotFoundError: the folder has no meta.json or notes.mid.
+        ValueError: meta.json lacks the video parameters or seed (a dataset adapter's folder,
+            say) or they do not fit :class:`~avfusion.synth.camera.VideoParams` (names the file).
+    """
+    from avfusion.synth.camera import VideoParams
+    from avfusion.synth.render_video import KeyboardRenderer
+
+    folder = Path(folder)
+    meta_path, notes_path = folder / "meta.json", folder / "notes.mid"
+    for path in (meta_path, notes_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not found (is {folder} a performance folder?)")
+    meta = json.loads(meta_path.read_text())
+    if not isinstance(meta.get("video"), dict) or "seed" not in meta:
+        raise ValueError(
+            f"{meta_path}: no video parameters and seed; not rendered by avfusion.synth"
+        )
+    names = {f.name for f in fields(VideoParams)}
+    try:  # meta["video"] also holds what write_video reported (n_frames, size_bytes, ...)
+        params = VideoParams.from_dict({k: v for k, v in meta["video"].items() if k in names})
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{meta_path}: video parameters: {e}") from None
+    notes = read_midi(notes_path)
+    renderer = KeyboardRenderer(
+        params, notes, hands=bool(meta.get("hands", True)), seed=int(meta["seed"])
+    )
+    return renderer, notes
 
 
 def is_complete(folder: Path) -> bool:

@@ -627,6 +627,39 @@ class KeyboardRenderer:
         out = cv2.remap(mask, *self._maps, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         return out >= 128
 
+    def hand_coverage(self, notes: Notes) -> np.ndarray:
+        """How much of each note's key the hands hide when the note starts: the share of the
+        key's top surface in the frame (:func:`avfusion.synth.camera.key_region_mask`) that
+        :meth:`hand_mask` covers at the note's onset time.
+
+        This is the renderer's own ground truth, for asking how a video model's misses depend
+        on what the camera could see (``eval.errors --coverage``).
+
+        Args:
+            notes: the notes to measure (usually the performance's own, as read back from
+                its notes.mid).
+        Returns:
+            float64 array, shape (len(notes),), in the order of ``notes.notes``: 0 = the whole
+            key visible .. 1 = all of it hidden; NaN for a note outside MIDI 21..108 and for a
+            key that lies wholly outside the frame.
+        """
+        out = np.full(len(notes), np.nan)
+        keys: dict[int, np.ndarray] = {}
+        hands: dict[float, np.ndarray] = {}
+        for i, note in enumerate(notes.notes):
+            if not MIDI_MIN <= note.pitch <= MIDI_MAX:
+                continue
+            if note.pitch not in keys:
+                keys[note.pitch] = key_region_mask(self.params, note.pitch)
+            region = keys[note.pitch]
+            area = int(region.sum())
+            if area == 0:
+                continue
+            if note.onset_s not in hands:
+                hands[note.onset_s] = self.hand_mask(note.onset_s)
+            out[i] = float((region & hands[note.onset_s]).sum()) / area
+        return out
+
 
 # --------------------------------------------------------------------------- encoding
 
