@@ -7,7 +7,7 @@ APT_PACKAGES := libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont musescore-g
   chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup apt venv eval-deps test test-all lint demo models models-long models-fallback models-lowlight models-velocity models-rescore models-rescore-cqt models-rescore-cqt2 models-rescore-hist models-rescore-patch models-occlusion models-timbre models-transplant models-distill gpu-pack clean
+.PHONY: setup apt venv eval-deps test test-all lint demo models models-long models-fallback models-lowlight models-velocity models-rescore models-rescore-cqt models-rescore-cqt2 models-rescore-hist models-rescore-patch models-occlusion models-reference models-timbre models-transplant models-distill gpu-pack clean
 
 # Export (`avfusion train --export-only`) the fusion and audio-only models of config $(1) at
 # once, one thread each, into runs/cpu-small-MODE-$(2) (log runs/$(2)-MODE.log); $(3) non-empty:
@@ -81,7 +81,9 @@ demo: setup
 # replaces them again, then stage 11 (`models-rescore-patch`, about 55 min: all three re-exported
 # with a rescorer that also reads each candidate's raw neighbourhood) replaces all three, then
 # stage 12 (`models-occlusion`, about 45 min: fusion's video path fine-tuned with occluders)
-# replaces fusion.
+# replaces fusion, then stage 14 (`models-reference`, about 1 h 45 min: a background-reference
+# video input channel for fusion's video path and for the video-only model) replaces fusion
+# and video-only.
 # Stages 8 (`models-rescore-cqt`) and 9 (`models-timbre`) are experiments,
 # not bundled: experiments/runs/cpu-small-rescore-cqt/ and cpu-small-timbre/.
 data/corpus/manifest.jsonl: | setup
@@ -113,6 +115,8 @@ models: data/corpus/manifest.jsonl data/noise/manifest.json
 	for m in fusion audio video; do rm -rf avfusion/models/$$m; cp -r runs/cpu-small-$$m-rescore-patch/model avfusion/models/$$m; done
 	$(MAKE) models-occlusion
 	rm -rf avfusion/models/fusion; cp -r runs/cpu-small-fusion-occlusion/model avfusion/models/fusion
+	$(MAKE) models-reference
+	for m in fusion video; do rm -rf avfusion/models/$$m; cp -r runs/cpu-small-$$m-reference/model avfusion/models/$$m; done
 
 # Stages 2 and 3 of the cpu-small models (400 steps at the cpu-small schedule, then 1000 at
 # experiments/configs/cpu-small-long.yaml), from the stage-1 runs in runs/ (`make models` calls
@@ -234,6 +238,19 @@ models-occlusion: data/corpus/manifest.jsonl data/noise/manifest.json
 	OMP_NUM_THREADS=2 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-occlusion.yaml \
 	  --init fusion --mode fusion --out runs/cpu-small-fusion-occlusion --no-progress \
 	  > runs/occlusion-fusion.log 2>&1
+
+# Stage 14 (experiments/runs/cpu-small-reference): a background-reference input channel for the
+# video CNN (ModelConfig.video_reference), trained from the bundled fusion model (video path
+# only, 400 steps) and the bundled video-only model (every weight, 400 steps), each exported
+# with its rescorer refitted; about 1 h 10 min and 35 min one after the other on 2 cores.
+models-reference: data/corpus/manifest.jsonl data/noise/manifest.json
+	mkdir -p runs
+	OMP_NUM_THREADS=2 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-reference.yaml \
+	  --init fusion --mode fusion --out runs/cpu-small-fusion-reference --no-progress \
+	  > runs/reference-fusion.log 2>&1
+	OMP_NUM_THREADS=2 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-reference-video.yaml \
+	  --init video --mode video --out runs/cpu-small-video-reference --no-progress \
+	  > runs/reference-video.log 2>&1
 
 # A probe (not bundled; experiments/runs/cpu-small-transplant): the bundled fusion model with
 # its video encoder swapped for the bundled video-only model's, fine-tuned 400 steps with stage
