@@ -422,25 +422,24 @@ def plot_coverage(rows: list[dict[str, object]], path: Path) -> Path:
 
 
 def print_coverage(rows: list[dict[str, object]]) -> None:
-    """Print `coverage_breakdown` rows as a table: recall per bin (all keys), then over all
-    bins for white and black keys."""
+    """Print `coverage_breakdown` rows: one table each for all, white and black keys, recall
+    per bin and over all bins."""
     first = [r for r in rows if (r["system"], r["condition"], r["keys"])
              == (rows[0]["system"], rows[0]["condition"], "all")]  # fmt: skip
     heads = [f"{float(r['coverage_from']):.2f}-{float(r['coverage_to']):.2f}" for r in first]  # type: ignore[arg-type]
     print("note recall by the share of the key hidden by the hands at the onset "
-          f"({first[0]['notes']}+ reference notes a bin)")  # fmt: skip
-    print(f"{'system':<26}{'condition':<16}" + "".join(f"{h:>12}" for h in heads)
-          + f"{'white keys':>12}{'black keys':>12}")  # fmt: skip
-    for (system, cond), group in groupby(rows, key=lambda r: (r["system"], r["condition"])):
-        cell = list(group)
-        by_colour = []
-        for keys in ("white", "black"):
-            n = sum(int(r["notes"]) for r in cell if r["keys"] == keys)  # type: ignore[call-overload]
-            m = sum(int(r["matched"]) for r in cell if r["keys"] == keys)  # type: ignore[call-overload]
-            by_colour.append(f"{m / n if n else 0.0:>12.3f}")
-        print(f"{system!s:<26}{cond!s:<16}"
-              + "".join(f"{r['recall']:>12.3f}" for r in cell if r["keys"] == "all")
-              + "".join(by_colour))  # fmt: skip
+          f"({first[0]['notes']}+ reference notes a bin over all keys)")  # fmt: skip
+    for keys in ("all", "white", "black"):
+        print(f"\n{keys} keys")
+        print(f"{'system':<26}{'condition':<16}" + "".join(f"{h:>12}" for h in heads)
+              + f"{'all bins':>12}")  # fmt: skip
+        mine = [r for r in rows if r["keys"] == keys]
+        for (system, cond), group in groupby(mine, key=lambda r: (r["system"], r["condition"])):
+            cell = list(group)
+            n = sum(int(r["notes"]) for r in cell)  # type: ignore[call-overload]
+            m = sum(int(r["matched"]) for r in cell)  # type: ignore[call-overload]
+            print(f"{system!s:<26}{cond!s:<16}" + "".join(f"{r['recall']:>12.3f}" for r in cell)
+                  + f"{m / n if n else 0.0:>12.3f}")  # fmt: skip
 
 
 if __name__ == "__main__":
