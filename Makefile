@@ -7,7 +7,7 @@ APT_PACKAGES := libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont musescore-g
   chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup apt venv eval-deps test test-all lint demo models models-long models-fallback models-lowlight models-velocity models-rescore models-rescore-cqt models-rescore-cqt2 models-rescore-hist models-rescore-patch models-occlusion models-reference models-timbre models-transplant models-distill gpu-pack clean
+.PHONY: setup apt venv eval-deps test test-all lint demo models models-long models-fallback models-lowlight models-velocity models-rescore models-rescore-cqt models-rescore-cqt2 models-rescore-hist models-rescore-patch models-occlusion models-reference models-widevideo models-timbre models-transplant models-distill gpu-pack clean
 
 # Export (`avfusion train --export-only`) the fusion and audio-only models of config $(1) at
 # once, one thread each, into runs/cpu-small-MODE-$(2) (log runs/$(2)-MODE.log); $(3) non-empty:
@@ -251,6 +251,15 @@ models-reference: data/corpus/manifest.jsonl data/noise/manifest.json
 	OMP_NUM_THREADS=2 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-reference-video.yaml \
 	  --init video --mode video --out runs/cpu-small-video-reference --no-progress \
 	  > runs/reference-video.log 2>&1
+
+# Stage 15 (experiments/runs/cpu-small-widevideo): the bundled fusion model's video CNN widened
+# (video_channels 12 -> 24, function-preserving), its video path trained 800 steps, then the
+# rescorer refitted (about 1 h 30 min on 2 cores).
+models-widevideo: data/corpus/manifest.jsonl data/noise/manifest.json
+	mkdir -p runs
+	OMP_NUM_THREADS=2 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-widevideo.yaml \
+	  --init fusion --mode fusion --out runs/cpu-small-fusion-widevideo --no-progress \
+	  > runs/widevideo-fusion.log 2>&1
 
 # A probe (not bundled; experiments/runs/cpu-small-transplant): the bundled fusion model with
 # its video encoder swapped for the bundled video-only model's, fine-tuned 400 steps with stage

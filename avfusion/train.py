@@ -396,6 +396,52 @@ def _with_video_reference(start: Any, where: str) -> Any:
     return model
 
 
+def _with_wider_video(start: Any, video_channels: int, where: str) -> Any:
+    """``start`` (an AVTranscriber) rebuilt with a wider video CNN (``video_channels``, and
+    ``video_channels // 2`` in the stem), function-preserving: every old weight is copied; the
+    new stem and key-stage channels get the fresh model's random initial weights, and every
+    weight that reads a new channel into an old one (key-stage conv, key projection) is zero,
+    so the outputs are exactly ``start``'s until training moves them (the zero-extension
+    variant of Net2WiderNet, Chen et al., "Net2Net", ICLR 2016).
+
+    Raises:
+        ValueError: an audio-only model (no video encoder), a three-layer stem
+            (``video_stem_layers`` 3), or ``video_channels`` not above the model's.
+    """
+    from avfusion.model import AVTranscriber
+
+    if start.config.mode == "audio":
+        raise ValueError(f"--init {where}: an audio-only model has no video encoder")
+    if start.config.video_stem_layers != 1:
+        raise ValueError(f"--init {where}: only a one-layer video stem can be widened")
+    if video_channels <= start.config.video_channels:
+        raise ValueError(
+            f"--init {where}: video_channels {video_channels} is not above the model's "
+            f"{start.config.video_channels}"
+        )
+    model = AVTranscriber(start.config.replace(video_channels=video_channels)).train()
+    old, state = start.state_dict(), model.state_dict()
+    c, p = start.config.video_channels, start.config.video_channels // 2
+    rows = start.video_encoder.rows
+    for key, value in old.items():
+        new = state[key]
+        if new.shape == value.shape:
+            state[key] = value.clone()
+        elif key == "video_encoder.key_block.0.weight":  # (c', p', 3, 3)
+            new[:c, :p] = value
+            new[:c, p:] = 0.0
+        elif key == "video_encoder.key_proj.weight":  # (d, c' * rows), channel-major
+            wide = new.view(new.shape[0], -1, rows)
+            wide[:, :c] = value.view(value.shape[0], c, rows)
+            wide[:, c:] = 0.0
+        elif new.ndim and value.ndim and new.shape[1:] == value.shape[1:]:
+            new[: value.shape[0]] = value  # stem conv rows, batch-norm parameters and stats
+        else:
+            raise ValueError(f"--init {where}: cannot widen {key} {tuple(value.shape)}")
+    model.load_state_dict(state, strict=True)
+    return model
+
+
 def _freeze_all_but(model: torch.nn.Module, prefixes: tuple[str, ...]) -> list[torch.nn.Module]:
     """Freeze every parameter whose name does not start with one of ``prefixes``; return the
     top-level modules without any trainable parameter (to be kept in eval mode).
@@ -539,6 +585,10 @@ class TranscriptionSystem(L.LightningModule):
                 self.model = _with_velocity_stack(start, want.velocity_channels, self.cfg.init_from)
             if want.video_reference and not self.model.config.video_reference:
                 self.model = _with_video_reference(self.model, self.cfg.init_from)
+            # a config that names a wider video CNN than the model's widens it
+            wider = self.cfg.model.get("video_channels", 0)
+            if self.cfg.mode != "audio" and wider > self.model.config.video_channels:
+                self.model = _with_wider_video(self.model, wider, self.cfg.init_from)
         # the distillation teacher: frozen, in eval mode, and not a submodule (so it is in no
         # checkpoint or export; `on_fit_start` moves it to the run's device)
         self._teacher: list[torch.nn.Module] = []

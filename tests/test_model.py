@@ -175,6 +175,47 @@ def test_video_reference_channel_sees_a_held_change_and_starts_silent() -> None:
         _with_video_reference(AVTranscriber(tiny(mode="audio")), "test")
 
 
+def test_wider_video_starts_identical_and_its_new_channels_learn() -> None:
+    """`avfusion.train._with_wider_video` (function-preserving widening of the video CNN):
+    the widened model gives exactly the old outputs, every old weight is kept, and one backward
+    pass reaches the new channels; it refuses what it cannot widen."""
+    from avfusion.train import _with_wider_video
+
+    cfg = tiny(video_reference=True)
+    audio, video, times = make_batch(cfg)
+    torch.manual_seed(0)
+    narrow = AVTranscriber(cfg)
+    with torch.no_grad():  # batch-norm statistics that are not the defaults
+        for module in narrow.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    narrow.eval()
+    wide = _with_wider_video(narrow, 2 * cfg.video_channels, "test").eval()
+    enc = wide.video_encoder
+    c, p = cfg.video_channels, cfg.video_channels // 2
+    assert wide.config.video_channels == 2 * c and enc.stem[0].weight.shape[0] == 2 * p
+    assert enc.key_proj.weight.shape[1] == 2 * narrow.video_encoder.key_proj.weight.shape[1]
+    n_out = n_frames(audio.shape[1], cfg)
+    with torch.no_grad():
+        before = narrow(audio, video, times, n_frames=n_out)
+        after = wide(audio, video, times, n_frames=n_out)
+    for name in HEADS:
+        torch.testing.assert_close(after[name], before[name], rtol=0, atol=1e-6)
+    assert torch.equal(enc.stem[0].weight[:p], narrow.video_encoder.stem[0].weight)
+    assert float(enc.stem[0].weight[p:].detach().abs().sum()) > 0  # the new filters are not blank
+    wide.train()
+    wide(audio, video, times, n_frames=n_out)["frame"].sum().backward()
+    rows = enc.rows
+    grad = enc.key_proj.weight.grad.view(cfg.d_model, 2 * c, rows)
+    assert float(grad[:, c:].abs().sum()) > 0  # the new key-stage channels are read in
+    assert float(enc.key_block[0].weight.grad[:c, p:].abs().sum()) > 0  # and the new stem's
+    with pytest.raises(ValueError, match="not above"):
+        _with_wider_video(narrow, c, "test")
+    with pytest.raises(ValueError, match="audio-only"):
+        _with_wider_video(AVTranscriber(tiny(mode="audio")), 2 * c, "test")
+
+
 def test_gru_temporal_and_missing_inputs() -> None:
     cfg = tiny(temporal="gru")
     model = AVTranscriber(cfg).eval()
