@@ -84,8 +84,9 @@ demo: setup
 # replaces fusion, then stage 14 (`models-reference`, about 1 h 45 min: a background-reference
 # video input channel for fusion's video path and for the video-only model) replaces fusion
 # and video-only.
-# Stages 8 (`models-rescore-cqt`) and 9 (`models-timbre`) are experiments,
-# not bundled: experiments/runs/cpu-small-rescore-cqt/ and cpu-small-timbre/.
+# Stages 8 (`models-rescore-cqt`), 9 (`models-timbre`) and 15 (`models-widevideo`) are
+# experiments, not bundled: experiments/runs/cpu-small-rescore-cqt/, cpu-small-timbre/ and
+# cpu-small-widevideo/.
 data/corpus/manifest.jsonl: | setup
 	$(VENV)/bin/avfusion synth --out data/corpus --hours 2 --seed 0 --workers 2
 
@@ -252,9 +253,9 @@ models-reference: data/corpus/manifest.jsonl data/noise/manifest.json
 	  --init video --mode video --out runs/cpu-small-video-reference --no-progress \
 	  > runs/reference-video.log 2>&1
 
-# Stage 15 (experiments/runs/cpu-small-widevideo): the bundled fusion model's video CNN widened
-# (video_channels 12 -> 24, function-preserving), its video path trained 800 steps, then the
-# rescorer refitted (about 1 h 30 min on 2 cores).
+# Stage 15 (an experiment, not bundled; experiments/runs/cpu-small-widevideo): the bundled fusion
+# model's video CNN widened (video_channels 12 -> 24, function-preserving), its video path
+# trained 800 steps, then the rescorer refitted (about 1 h 10 min on 2 cores).
 models-widevideo: data/corpus/manifest.jsonl data/noise/manifest.json
 	mkdir -p runs
 	OMP_NUM_THREADS=2 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-widevideo.yaml \
