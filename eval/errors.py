@@ -34,6 +34,17 @@ recall) and ``coverage.png`` are written:
 
     python -m eval.errors experiments/results/snr-sweep --coverage --conditions clean pink@-10db
 
+With ``--overlap`` it asks which branch finds each note: the reference notes of each condition
+are split by whether the audio-only and the video-only system found them (each one's output
+under that condition, else its clean output, as `eval.run` reuses it), and
+fusion's recall is given in each of the four groups, beside the union of the two branches.
+The union is what an ideal late fusion of the two single-modality outputs could recall.
+``overlap.csv`` (condition, audio_found, video_found, notes, share, fusion_matched,
+fusion_recall) is written; ``--systems AUDIO VIDEO FUSION`` names the three (default
+avfusion-audio, avfusion-video, avfusion-fusion):
+
+    python -m eval.errors experiments/results/snr-sweep --overlap --conditions pink@-10db
+
 Writes ``errors.csv`` (tidy: system, condition, class, count, share of the false positives)
 under ``--out`` (default: the run folder) and prints one table per condition. With
 ``--keep-others``, the rows that an existing ``errors.csv`` there holds for systems this call
@@ -323,6 +334,93 @@ def kept_rows(path: Path, replaced: set[str]) -> list[dict[str, str]]:
         return [r for r in reader if r["system"] not in replaced]
 
 
+OVERLAP_SYSTEMS = ("avfusion-audio", "avfusion-video", "avfusion-fusion")
+"""The default (audio-only, video-only, fusion) systems of `overlap_breakdown`."""
+
+OVERLAP_FIELDS = ("condition", "audio_found", "video_found", "notes", "share", "fusion_matched",
+                  "fusion_recall")  # fmt: skip
+"""The columns of ``overlap.csv``."""
+
+
+def overlap_breakdown(
+    run_dir: Path,
+    conditions: list[str] | None = None,
+    systems: tuple[str, str, str] = OVERLAP_SYSTEMS,
+) -> list[dict[str, object]]:
+    """Which branch finds each reference note, and what fusion finds of each group.
+
+    Per condition, every reference note of each piece that the fusion system was scored on is
+    put in one of four groups by whether the audio-only and the video-only system matched it
+    (onset within 50 ms, same pitch; `avfusion.notes.matched_pairs`). A single-modality
+    system's output is its cached output under the condition if there is one, else under
+    ``clean`` (audio conditions do not touch a video-only system, nor camera conditions an
+    audio-only one, and `eval.run` caches such a system once, under ``clean``).
+
+    Args:
+        run_dir: an `eval.run` folder (``run.json``, ``cache/``) on a corpus.
+        conditions: condition folders (default: every condition cached for the fusion system).
+        systems: the (audio-only, video-only, fusion) system names.
+    Returns:
+        four rows per condition, ``{condition, audio_found, video_found, notes, share,
+        fusion_matched, fusion_recall}``, in the order (found by both, audio only, video
+        only, neither); ``share`` is the group's share of the condition's reference notes.
+    Raises:
+        FileNotFoundError, ValueError: as `cached_outputs`; ValueError also when a condition
+            has no piece with all three outputs.
+    """
+    audio, video, fusion = systems
+    found_by: dict[tuple[str, str, str], set[int]] = {}
+    n_ref: dict[str, int] = {}
+    for o in cached_outputs(run_dir, None, [audio, video]):
+        found_by[(o.system, o.condition, o.piece)] = {i for i, _ in o.pairs}
+    for o in cached_outputs(run_dir, conditions, [fusion]):
+        found_by[(o.system, o.condition, o.piece)] = {i for i, _ in o.pairs}
+        n_ref[o.piece] = len(o.reference)
+    conds = conditions or sorted({c for s, c, _ in found_by if s == fusion})
+    groups = ((True, True), (True, False), (False, True), (False, False))
+    rows: list[dict[str, object]] = []
+    for cond in conds:
+        notes = dict.fromkeys(groups, 0)
+        matched = dict.fromkeys(groups, 0)
+        for piece, n in n_ref.items():
+            a = found_by.get((audio, cond, piece), found_by.get((audio, "clean", piece)))
+            f = found_by.get((fusion, cond, piece))
+            v = found_by.get((video, cond, piece), found_by.get((video, "clean", piece)))
+            if a is None or f is None or v is None:
+                continue
+            for i in range(n):
+                g = (i in a, i in v)
+                notes[g] += 1
+                matched[g] += i in f
+        total = sum(notes.values())
+        if not total:
+            raise ValueError(f"{run_dir}: no piece under {cond} has {audio}, {video} and {fusion}")
+        for g in groups:
+            rows.append({"condition": cond, "audio_found": g[0], "video_found": g[1],
+                         "notes": notes[g], "share": notes[g] / total,
+                         "fusion_matched": matched[g],
+                         "fusion_recall": matched[g] / notes[g] if notes[g] else 0.0})  # fmt: skip
+    return rows
+
+
+def print_overlap(rows: list[dict[str, object]], systems: tuple[str, str, str]) -> None:
+    """Print `overlap_breakdown` rows: per condition, the recall of each branch, of their
+    union and of fusion, then each group's share of the notes and fusion's recall in it."""
+    audio, video, fusion = systems
+    print(f"which branch finds each note (audio-only {audio}, video-only {video}, fusion {fusion})")
+    print(f"{'condition':<16}{'audio':>8}{'video':>8}{'union':>8}{'fusion':>8}   "
+          "share of notes / fusion recall: both, audio only, video only, neither")  # fmt: skip
+    for cond, group in groupby(rows, key=lambda r: r["condition"]):
+        g = list(group)
+        share = [float(r["share"]) for r in g]  # type: ignore[arg-type]
+        total = sum(int(r["notes"]) for r in g)  # type: ignore[call-overload]
+        fused = sum(int(r["fusion_matched"]) for r in g) / total  # type: ignore[call-overload]
+        recall = [float(r["fusion_recall"]) for r in g]  # type: ignore[arg-type]
+        cells = "  ".join(f"{sh:.2f}/{rc:.2f}" for sh, rc in zip(share, recall, strict=True))
+        print(f"{cond!s:<16}{share[0] + share[1]:>8.3f}{share[0] + share[2]:>8.3f}"
+              f"{1 - share[3]:>8.3f}{fused:>8.3f}   {cells}")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -337,9 +435,32 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--coverage", type=int, nargs="?", const=4, metavar="BINS",
                     help="instead: recall by how much of the key the hands hid at the onset, in "
                     "BINS equal-count bins (default 4); writes coverage.csv and coverage.png")  # fmt: skip
+    ap.add_argument("--overlap", action="store_true",
+                    help="instead: which of audio-only and video-only finds each note, and "
+                    "fusion's recall in each group (--systems AUDIO VIDEO FUSION); writes "
+                    "overlap.csv")  # fmt: skip
     args = ap.parse_args(argv)
     out = args.out or args.run
     kept: list[dict[str, str]] = []
+    if args.overlap:
+        if args.coverage is not None:
+            ap.error("--overlap and --coverage are separate questions: give one")
+        if args.systems is not None and len(args.systems) != 3:
+            ap.error("--overlap --systems takes three names: AUDIO VIDEO FUSION")
+        systems = tuple(args.systems) if args.systems else OVERLAP_SYSTEMS
+        try:
+            rows = overlap_breakdown(args.run, args.conditions, systems)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / "overlap.csv") as tmp, open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(OVERLAP_FIELDS))
+            w.writeheader()
+            w.writerows(rows)
+        print_overlap(rows, systems)
+        print(f"\nwrote {out / 'overlap.csv'}")
+        return
     try:
         if args.coverage is not None:
             rows = coverage_breakdown(args.run, args.conditions, args.systems, args.coverage)

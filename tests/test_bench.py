@@ -682,6 +682,51 @@ def test_coverage_breakdown_counts_each_reference_note_once(tmp_path, corpus, ca
         errors.coverage_breakdown(run, n_bins=0)
 
 
+def test_overlap_breakdown_groups_notes_by_the_branch_that_found_them(tmp_path, corpus, capsys):
+    """eval.errors --overlap: each reference note lands in the group of the branches that
+    found it (the video-only system read from its clean output), fusion's recall is counted
+    per group, and bad arguments are refused with nothing written."""
+    import json
+
+    from avfusion.data import list_performances
+    from eval import errors
+
+    perf = next(p for p in list_performances(corpus, "test") if p.id == "piece-a")
+    ref = sorted(perf.notes(), key=lambda n: (n.onset_s, n.pitch))
+    assert len(ref) >= 5
+    run = tmp_path / "run"
+    found = {  # (system, condition): the reference notes it finds
+        ("a", "pink@0db"): ref[2:],  # audio-only misses notes 0 and 1
+        ("v", "clean"): ref[:1] + ref[3:],  # video-only misses notes 1 and 2
+        ("f", "pink@0db"): ref[:2] + ref[3:],  # fusion misses note 2 only
+    }
+    for (system, cond), notes in found.items():
+        (run / "cache" / system / cond).mkdir(parents=True)
+        write_midi(Notes.from_iterables(notes), run / "cache" / system / cond / "piece-a.mid")
+    (run / "run.json").write_text(json.dumps({"test_set": {"corpus": str(corpus), "split": "test", "seconds": None}}))  # fmt: skip
+
+    errors.main([str(run), "--overlap", "--systems", "a", "v", "f"])
+    rows = list(csv.DictReader(open(run / "overlap.csv")))
+    got = [(r["condition"], r["audio_found"], r["video_found"], int(r["notes"]),
+            int(r["fusion_matched"])) for r in rows]  # fmt: skip
+    n = len(ref)
+    assert got == [("pink@0db", "True", "True", n - 3, n - 3),
+                   ("pink@0db", "True", "False", 1, 0),  # note 2
+                   ("pink@0db", "False", "True", 1, 1),  # note 0
+                   ("pink@0db", "False", "False", 1, 1)]  # note 1: fusion alone  # fmt: skip
+    assert abs(sum(float(r["share"]) for r in rows) - 1.0) < 1e-9
+    assert "union" in capsys.readouterr().out
+    before = (run / "overlap.csv").read_text()
+    for bad in (["--systems", "a", "v"], ["--coverage"]):
+        with pytest.raises(SystemExit) as info:
+            errors.main([str(run), "--overlap", *bad])
+        assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:  # no fusion output under clean
+        errors.main([str(run), "--overlap", "--systems", "a", "v", "f", "--conditions", "clean"])
+    assert info.value.code == 2 and "clean" in capsys.readouterr().err
+    assert (run / "overlap.csv").read_text() == before
+
+
 def test_misses_are_classed_by_what_was_played_with_them():
     from avfusion.notes import Note
     from eval.errors import classify_misses
