@@ -442,27 +442,15 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     out = args.out or args.run
     kept: list[dict[str, str]] = []
-    if args.overlap:
-        if args.coverage is not None:
-            ap.error("--overlap and --coverage are separate questions: give one")
-        if args.systems is not None and len(args.systems) != 3:
-            ap.error("--overlap --systems takes three names: AUDIO VIDEO FUSION")
-        systems = tuple(args.systems) if args.systems else OVERLAP_SYSTEMS
-        try:
-            rows = overlap_breakdown(args.run, args.conditions, systems)
-        except (FileNotFoundError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / "overlap.csv") as tmp, open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(OVERLAP_FIELDS))
-            w.writeheader()
-            w.writerows(rows)
-        print_overlap(rows, systems)
-        print(f"\nwrote {out / 'overlap.csv'}")
-        return
+    if args.overlap and args.coverage is not None:
+        ap.error("--overlap and --coverage are separate questions: give one")
+    if args.overlap and args.systems is not None and len(args.systems) != 3:
+        ap.error("--overlap --systems takes three names: AUDIO VIDEO FUSION")
+    systems = tuple(args.systems) if args.systems else OVERLAP_SYSTEMS
     try:
-        if args.coverage is not None:
+        if args.overlap:
+            rows = overlap_breakdown(args.run, args.conditions, systems)
+        elif args.coverage is not None:
             rows = coverage_breakdown(args.run, args.conditions, args.systems, args.coverage)
         else:
             rows = breakdown(args.run, args.conditions, args.systems)
@@ -473,13 +461,19 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     out.mkdir(parents=True, exist_ok=True)
     name, fields = (
-        ("coverage.csv", COVERAGE_FIELDS) if args.coverage is not None else ("errors.csv", FIELDS)
-    )
+        ("overlap.csv", OVERLAP_FIELDS) if args.overlap
+        else ("coverage.csv", COVERAGE_FIELDS) if args.coverage is not None
+        else ("errors.csv", FIELDS)
+    )  # fmt: skip
     with atomic_path(out / name) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(fields))
         w.writeheader()
         w.writerows(rows)
         w.writerows(kept)
+    if args.overlap:
+        print_overlap(rows, systems)
+        print(f"\nwrote {out / name}")
+        return
     if args.coverage is not None:
         plot_coverage(rows, out / "coverage.png")
         print_coverage(rows)
