@@ -22,6 +22,13 @@ OMP_NUM_THREADS=1 $(VENV)/bin/avfusion train --config experiments/configs/$(1).y
 wait $$fusion && test $$audio -eq 0
 endef
 
+# Train config $(1) from the bundled $(2) model (--init $(2) --mode $(2)) with two threads, into
+# runs/cpu-small-$(2)-$(3) (log runs/$(3)-$(2).log).
+define train_from_bundled
+OMP_NUM_THREADS=2 $(VENV)/bin/avfusion train --config experiments/configs/$(1).yaml \
+  --init $(2) --mode $(2) --out runs/cpu-small-$(2)-$(3) --no-progress > runs/$(3)-$(2).log 2>&1
+endef
+
 setup: apt venv
 
 # Debian packages: FluidSynth, the three soundfonts of the corpus and the csound GM bank (a piano
@@ -236,9 +243,7 @@ models-rescore-patch: data/corpus/manifest.jsonl data/noise/manifest.json
 # with an occluded camera among its conditions (about 45 min on 2 cores). Bundled.
 models-occlusion: data/corpus/manifest.jsonl data/noise/manifest.json
 	mkdir -p runs
-	OMP_NUM_THREADS=2 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-occlusion.yaml \
-	  --init fusion --mode fusion --out runs/cpu-small-fusion-occlusion --no-progress \
-	  > runs/occlusion-fusion.log 2>&1
+	$(call train_from_bundled,cpu-small-occlusion,fusion,occlusion)
 
 # Stage 14 (experiments/runs/cpu-small-reference): a background-reference input channel for the
 # video CNN (ModelConfig.video_reference), trained from the bundled fusion model (video path
@@ -246,21 +251,15 @@ models-occlusion: data/corpus/manifest.jsonl data/noise/manifest.json
 # with its rescorer refitted; about 1 h 10 min and 35 min one after the other on 2 cores.
 models-reference: data/corpus/manifest.jsonl data/noise/manifest.json
 	mkdir -p runs
-	OMP_NUM_THREADS=2 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-reference.yaml \
-	  --init fusion --mode fusion --out runs/cpu-small-fusion-reference --no-progress \
-	  > runs/reference-fusion.log 2>&1
-	OMP_NUM_THREADS=2 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-reference-video.yaml \
-	  --init video --mode video --out runs/cpu-small-video-reference --no-progress \
-	  > runs/reference-video.log 2>&1
+	$(call train_from_bundled,cpu-small-reference,fusion,reference)
+	$(call train_from_bundled,cpu-small-reference-video,video,reference)
 
 # Stage 15 (an experiment, not bundled; experiments/runs/cpu-small-widevideo): the bundled fusion
 # model's video CNN widened (video_channels 12 -> 24, function-preserving), its video path
 # trained 800 steps, then the rescorer refitted (about 1 h 10 min on 2 cores).
 models-widevideo: data/corpus/manifest.jsonl data/noise/manifest.json
 	mkdir -p runs
-	OMP_NUM_THREADS=2 $(VENV)/bin/avfusion train --config experiments/configs/cpu-small-widevideo.yaml \
-	  --init fusion --mode fusion --out runs/cpu-small-fusion-widevideo --no-progress \
-	  > runs/widevideo-fusion.log 2>&1
+	$(call train_from_bundled,cpu-small-widevideo,fusion,widevideo)
 
 # A probe (not bundled; experiments/runs/cpu-small-transplant): the bundled fusion model with
 # its video encoder swapped for the bundled video-only model's, fine-tuned 400 steps with stage
