@@ -9,7 +9,7 @@ APT_PACKAGES := libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont musescore-g
   chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup apt venv eval-deps test test-all lint demo models models-long models-fallback models-lowlight models-velocity models-rescore models-rescore-cqt models-rescore-cqt2 models-rescore-hist models-rescore-patch models-occlusion models-reference models-widevideo models-timbre models-transplant models-distill gpu-pack clean
+.PHONY: setup apt venv eval-deps test test-all lint demo models models-long models-fallback models-lowlight models-velocity models-rescore models-rescore-cqt models-rescore-cqt2 models-rescore-hist models-rescore-patch models-occlusion models-reference models-widevideo models-highres models-timbre models-transplant models-distill gpu-pack clean
 
 # Export (`avfusion train --export-only`) the fusion and audio-only models of config $(1) at
 # once, one thread each, into runs/cpu-small-MODE-$(2) (log runs/$(2)-MODE.log); $(3) non-empty:
@@ -262,6 +262,15 @@ models-reference: data/corpus/manifest.jsonl data/noise/manifest.json
 models-widevideo: data/corpus/manifest.jsonl data/noise/manifest.json
 	mkdir -p runs
 	$(call train_from_bundled,cpu-small-widevideo,fusion,widevideo)
+
+# Stage 16 (experiments/runs/cpu-small-highres): the bundled fusion model's video stem resized
+# for 624 x 80 rectified frames (416 x 40 before), its video path trained 400 steps, then the
+# rescorer refitted; first the key-down probe that motivated it (eval.probe_keys).
+models-highres: data/corpus/manifest.jsonl data/noise/manifest.json
+	mkdir -p runs
+	$(PY) -m eval.probe_keys --corpus data/corpus --sizes 416x40 624x80 416x80 624x40 \
+	  --out experiments/runs/cpu-small-highres/probe-keys.json > runs/highres-probe.log 2>&1
+	$(call train_from_bundled,cpu-small-highres,fusion,highres)
 
 # A probe (not bundled; experiments/runs/cpu-small-transplant): the bundled fusion model with
 # its video encoder swapped for the bundled video-only model's, fine-tuned 400 steps with stage

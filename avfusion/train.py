@@ -442,6 +442,47 @@ def _with_wider_video(start: Any, video_channels: int, where: str) -> Any:
     return model
 
 
+def _with_resized_video(start: Any, width_px: int, height_px: int, where: str) -> Any:
+    """``start`` (an AVTranscriber) rebuilt for larger rectified frames, ``width_px`` ×
+    ``height_px``, with ``height_px`` an integer multiple f of the model's height: the one-layer
+    stem's stride grows f times (``video_stem_stride``, so the same number of rows remain) and
+    its kernel is stretched to match, each kernel row repeated f times and divided by f; every
+    other weight is copied (key pooling follows the new width by itself: it is computed from
+    the key geometry). On a frame that is the old frame with each row repeated f times, the
+    outputs are exactly ``start``'s. A wider frame has more pixels per key: the 3-pixel
+    horizontal kernel then spans fewer millimetres, so training must adapt it.
+
+    Raises:
+        ValueError: an audio-only model, a three-layer stem, a smaller frame, or a height that
+            is not a multiple of the model's.
+    """
+    from avfusion.model import AVTranscriber
+
+    old_cfg = start.config
+    if old_cfg.mode == "audio":
+        raise ValueError(f"--init {where}: an audio-only model has no video encoder to resize")
+    if old_cfg.video_stem_layers != 1:
+        raise ValueError(f"--init {where}: only a one-layer video stem can be resized")
+    factor, rest = divmod(height_px, old_cfg.rect_height_px)
+    if width_px < old_cfg.rect_width_px or factor < 1 or rest:
+        raise ValueError(
+            f"--init {where}: rectified frames {width_px}x{height_px} cannot grow from the "
+            f"model's {old_cfg.rect_width_px}x{old_cfg.rect_height_px} (the width must not "
+            "shrink and the height must be a whole multiple)"
+        )
+    resized = old_cfg.replace(
+        rect_width_px=width_px,
+        rect_height_px=height_px,
+        video_stem_stride=old_cfg.video_stem_stride * factor,
+    )
+    model = AVTranscriber(resized).train()
+    state = start.state_dict()
+    key = "video_encoder.stem.0.weight"  # (p, inputs, s, 3)
+    state[key] = state[key].repeat_interleave(factor, dim=2) / factor
+    model.load_state_dict(state, strict=True)
+    return model
+
+
 def _freeze_all_but(model: torch.nn.Module, prefixes: tuple[str, ...]) -> list[torch.nn.Module]:
     """Freeze every parameter whose name does not start with one of ``prefixes``; return the
     top-level modules without any trainable parameter (to be kept in eval mode).
@@ -573,7 +614,9 @@ class TranscriptionSystem(L.LightningModule):
                 )
             want = model_config_for(self.cfg)
             diff = _grid_differences(start.config, want)
-            if diff:
+            rect = ("rect_width_px", "rect_height_px")
+            resize = self.cfg.mode != "audio" and bool(diff) and set(diff) <= set(rect)
+            if diff and not resize:
                 raise ValueError(
                     f"--init {self.cfg.init_from}: the model was trained on other data settings "
                     f"{diff} (model, config); drop --config to use the model's own"
@@ -589,6 +632,11 @@ class TranscriptionSystem(L.LightningModule):
             wider = self.cfg.model.get("video_channels", 0)
             if self.cfg.mode != "audio" and wider > self.model.config.video_channels:
                 self.model = _with_wider_video(self.model, wider, self.cfg.init_from)
+            # a config that names larger rectified frames resizes the video stem
+            if resize:
+                self.model = _with_resized_video(
+                    self.model, want.rect_width_px, want.rect_height_px, self.cfg.init_from
+                )
         # the distillation teacher: frozen, in eval mode, and not a submodule (so it is in no
         # checkpoint or export; `on_fit_start` moves it to the run's device)
         self._teacher: list[torch.nn.Module] = []

@@ -216,6 +216,43 @@ def test_wider_video_starts_identical_and_its_new_channels_learn() -> None:
         _with_wider_video(AVTranscriber(tiny(mode="audio")), 2 * c, "test")
 
 
+def test_resized_video_reads_taller_frames_as_the_old_model_read_the_short_ones() -> None:
+    """`avfusion.train._with_resized_video` (larger rectified frames): with the height doubled,
+    a frame whose rows are each repeated twice gives exactly the old model's outputs on the
+    original frame; a wider frame runs and trains; it refuses what it cannot resize."""
+    from avfusion.train import _with_resized_video
+
+    cfg = tiny(video_reference=True)
+    audio, video, times = make_batch(cfg)
+    torch.manual_seed(0)
+    small = AVTranscriber(cfg).eval()
+    w, h = cfg.rect_width_px, cfg.rect_height_px
+    tall = _with_resized_video(small, w, 2 * h, "test").eval()
+    assert tall.config.rect_height_px == 2 * h
+    assert tall.config.video_stem_stride == 2 * cfg.video_stem_stride
+    assert tall.video_encoder.rows == small.video_encoder.rows
+    n_out = n_frames(audio.shape[1], cfg)
+    with torch.no_grad():
+        before = small(audio, video, times, n_frames=n_out)
+        after = tall(audio, video.repeat_interleave(2, dim=2), times, n_frames=n_out)
+    for name in HEADS:
+        torch.testing.assert_close(after[name], before[name], rtol=0, atol=1e-5)
+    big = _with_resized_video(small, w + w // 2, 2 * h, "test").train()
+    wide_video = torch.randint(0, 256, (video.shape[0], video.shape[1], 2 * h, w + w // 2),
+                               dtype=torch.uint8)  # fmt: skip
+    big(audio, wide_video, times, n_frames=n_out)["frame"].sum().backward()
+    assert float(big.video_encoder.stem[0].weight.grad.abs().sum()) > 0
+    assert big.video_encoder.pooling.shape == (w + w // 2, 88)
+    with pytest.raises(ValueError, match="whole multiple"):
+        _with_resized_video(small, w, h + h // 2, "test")
+    with pytest.raises(ValueError, match="whole multiple"):
+        _with_resized_video(small, w - 8, 2 * h, "test")
+    with pytest.raises(ValueError, match="audio-only"):
+        _with_resized_video(AVTranscriber(tiny(mode="audio")), w, 2 * h, "test")
+    with pytest.raises(ValueError, match="video_stem_stride"):
+        tiny(video_stem_stride=h + 1)
+
+
 def test_gru_temporal_and_missing_inputs() -> None:
     cfg = tiny(temporal="gru")
     model = AVTranscriber(cfg).eval()

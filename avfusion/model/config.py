@@ -64,6 +64,11 @@ class ModelConfig:
             bundled so far) or 3 (three 3×3 convs with stride (2, 1): a 7-pixel receptive
             field across the keys and finer vertical detail, where a finger tip and a key's
             front edge are a few pixels tall).
+        video_stem_stride: pixel rows per output row of the one-layer stem: its conv is
+            ``video_stem_stride`` × 3 with stride (``video_stem_stride``, 1), so
+            ``rect_height_px // video_stem_stride`` rows remain (8: five 30 mm bands of a 40-pixel
+            frame, the models bundled so far; 16 keeps five bands of an 80-pixel frame). Ignored
+            by the three-layer stem.
         video_reference: give the video CNN a third input channel, each frame minus the
             per-pixel median over the window's frames (a background reference: the keys as they
             look up and uncovered most of the time), so that a held key's small, lasting change
@@ -107,6 +112,7 @@ class ModelConfig:
     audio_channels: int = 32
     video_channels: int = 24
     video_stem_layers: int = 1
+    video_stem_stride: int = 8
     video_reference: bool = False
     harmonic_offsets_keys: tuple[int, ...] = field(default=(-19, -12, 0, 12, 19, 24, 28, 31))
     n_heads: int = 4
@@ -152,6 +158,13 @@ class ModelConfig:
         if self.video_stem_layers not in (1, 3):
             raise ValueError(
                 f"ModelConfig.video_stem_layers={self.video_stem_layers!r}: must be 1 or 3"
+            )
+        if not isinstance(self.video_stem_stride, int) or not (
+            1 <= self.video_stem_stride <= self.rect_height_px
+        ):
+            raise ValueError(
+                f"ModelConfig.video_stem_stride={self.video_stem_stride!r}: must be an integer "
+                f"in 1..rect_height_px ({self.rect_height_px})"
             )
         if self.key_window >= N_KEYS:
             raise ValueError(f"ModelConfig.key_window={self.key_window}: must be < {N_KEYS}")

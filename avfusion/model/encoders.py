@@ -272,9 +272,10 @@ class VideoEncoder(nn.Module):
        ``video_reference`` a third, the frame minus the per-pixel median of the window's
        standardised frames (a background reference, as background subtraction in video
        analysis: the median frame shows the keys up and mostly uncovered).
-    2. Pixel stage at full width resolution (only the height is pooled): an (8×3) conv with
-       stride (8, 1), batch norm, ReLU; ``rows = H // 8`` rows remain (5 for H = 40, each a
-       30 mm band of the 150 mm key length). With ``video_stem_layers = 3``: three 3×3 convs
+    2. Pixel stage at full width resolution (only the height is pooled): an (s×3) conv with
+       stride (s, 1), s = ``video_stem_stride`` (8), batch norm, ReLU; ``rows = H // s`` rows
+       remain (5 for H = 40 and s = 8, or H = 80 and s = 16: each a 30 mm band of the 150 mm
+       key length). With ``video_stem_layers = 3``: three 3×3 convs
        with stride (2, 1) (batch norm, ReLU each), ``ceil(H / 8)`` rows.
     3. Key pooling: each key's columns are averaged over its known x-span
        (`key_pooling_matrix`: exact box average, partly covered columns weighted), one average
@@ -304,7 +305,7 @@ class VideoEncoder(nn.Module):
         self.n_inputs = 3 if config.video_reference else 2
         # (kernel, stride, padding) per conv: one 8x3 of stride 8, or three 3x3 of stride 2
         convs = (
-            [((8, 3), (8, 1), (0, 1))]
+            [((config.video_stem_stride, 3), (config.video_stem_stride, 1), (0, 1))]
             if config.video_stem_layers == 1
             else [((3, 3), (2, 1), (1, 1))] * 3
         )
