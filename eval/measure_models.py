@@ -7,7 +7,7 @@ other mir_eval metrics), and record the result with its config, learning curves 
 Each (performance, condition) is degraded with a seed derived from both, drawing noise from the
 bank's test half (its train half with ``--split validation``, so that a choice made there never
 hears the test noise); a ``video:…`` part of a condition degrades the rectified frames
-(:mod:`avfusion.noise.video`). Thresholds are those tuned on validation and stored with each
+(:mod:`avfusion.noise.video`), rectified at each model's own frame size. Thresholds are those tuned on validation and stored with each
 model. When the split's performances come from more than one soundfont (validation: the two
 training soundfonts), the record also gives each soundfont's mean (``by_soundfont``).
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avfusion.data import DataConfig, list_performances, load_performance
+from avfusion.data import DataConfig, list_performances, load_performance, rectified_frames
 from avfusion.fileio import atomic_path
 from avfusion.metrics import METRIC_KEYS, transcription_metrics
 from avfusion.midi import read_midi
@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
         perfs = list_performances(args.corpus, args.split)[: args.max_performances]
     except (FileNotFoundError, ValueError) as e:  # no corpus there, or an empty split
         ap.error(f"--corpus: {e}")
+    sizes = {system.rect_size_px for system, _, _ in models.values()}
     rows = []
     scratch = Path(tempfile.mkdtemp(prefix="avfusion-measure-"))
     t0 = time.perf_counter()
@@ -160,8 +161,16 @@ def main(argv: list[str] | None = None) -> None:
                 if x.onset_s < n / dc.sample_rate_hz - 0.05
             ]
         )
-        keep = it.times_s < n / dc.sample_rate_hz + 0.5
-        frames, times = np.asarray(it.frames[keep]), it.times_s[keep]
+        # each model reads the video rectified at its own size (the same frame times)
+        video_by_size = {}
+        for size in sizes:
+            f, t = (
+                (it.frames, it.times_s)
+                if size == (dc.rect_width_px, dc.rect_height_px)
+                else rectified_frames(perf, *size)
+            )
+            keep = t < n / dc.sample_rate_hz + 0.5
+            video_by_size[size] = (np.asarray(f[keep]), t[keep])
         video_rows: dict[str | None, dict[str, object]] = {}  # video part → video-only row
         for cond in args.conditions:
             seed = zlib.crc32(f"{perf.id}|{cond}".encode())
@@ -170,15 +179,19 @@ def main(argv: list[str] | None = None) -> None:
                 it.audio[:n], bc.audio or "clean", np.random.default_rng(seed), bank=bank,
                 half=half,
             ).audio  # fmt: skip
-            seen = frames
-            if bc.video is not None:
-                seen = degrade_video(frames, bc.video, np.random.default_rng([seed, 1]))[0]
+            seen = {}
+            for size, (frames, _) in video_by_size.items():
+                seen[size] = frames
+                if bc.video is not None:
+                    rng = np.random.default_rng([seed, 1])
+                    seen[size] = degrade_video(frames, bc.video, rng)[0]
             for mode, (system, _, _) in models.items():
                 if mode == "video" and bc.video in video_rows:  # the video model never hears
                     rows.append({**video_rows[bc.video], "condition": cond})  # the audio
                     continue
-                clip = Clip(audio=audio, frames=seen, times_s=times, work_dir=scratch,
-                            clip_id=f"{perf.id}|{cond}")  # fmt: skip
+                size = system.rect_size_px
+                clip = Clip(audio=audio, frames=seen[size], times_s=video_by_size[size][1],
+                            work_dir=scratch, clip_id=f"{perf.id}|{cond}")  # fmt: skip
                 est = system.transcribe(clip)
                 m = transcription_metrics(ref, est, system.model.config.frame_rate_hz)
                 rows.append(

@@ -49,9 +49,10 @@ workers, gives identical numbers. Noise comes from the bank's test half when the
 scored, and from its train half otherwise (as in ``eval/measure_models.py``), so that a choice
 made on validation never hears the test noise.
 
-Video conditions act on the rectified keyboard frames (uint8 (T, H, W), 416 × 40 px, x linear
-in millimetres over the keyboard; :func:`avfusion.data.rectified_frames`) with a seeded
-generator; see :data:`eval.conditions.VIDEO_KINDS`. A system only sees the modalities it
+Video conditions act on the rectified keyboard frames (uint8 (T, H, W), each avfusion model's
+own size, 416 × 40 px by default, x linear in millimetres over the keyboard;
+:func:`avfusion.data.rectified_frames`) with a seeded generator; see
+:data:`eval.conditions.VIDEO_KINDS`. A system only sees the modalities it
 ``needs``: an audio-only system's output under ``video:blur`` is its clean output, and a
 video-only system's output under ``pink@-10db`` is its clean output; such cells reuse the
 cached output of the condition part the system reads instead of transcribing again. A system that needs a modality
@@ -133,8 +134,9 @@ END_MARGIN_S: float = 0.05
 the scored excerpt, as in ``eval/systems.py`` and ``eval/measure_models.py``."""
 
 RECT_SIZE_PX: tuple[int, int] = (416, 40)
-"""(width, height) of the rectified frames handed to systems (:class:`avfusion.data.DataConfig`
-defaults; :class:`eval.systems.AvfusionSystem` resizes to its checkpoint's size)."""
+"""(width, height) of the rectified frames handed to a system that reads video and names no
+size of its own (:class:`avfusion.data.DataConfig` defaults); an avfusion model gets frames
+rectified at its checkpoint's size (:attr:`eval.systems.AvfusionSystem.rect_size_px`)."""
 
 SUITE_KEYS = frozenset(
     {"name", "description", "test_set", "bank", "conditions", "systems", "seeds"}
@@ -544,8 +546,9 @@ def run_piece(
     reference = first_notes(perf.notes(), end_s)
 
     audio_memo: dict[tuple[str | None, int], tuple[np.ndarray, list[dict[str, Any]]]] = {}
-    frames_memo: dict[tuple[str | None, int], tuple[np.ndarray, list[dict[str, Any]]]] = {}
-    clean_frames: list[tuple[np.ndarray, np.ndarray]] = []
+    Size = tuple[int, int]
+    frames_memo: dict[tuple[str | None, int, Size], tuple[np.ndarray, list[dict[str, Any]]]] = {}
+    clean_frames: dict[Size, tuple[np.ndarray, np.ndarray]] = {}
 
     def audio_for(cond: str | None, seed: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
         if (cond, seed) not in audio_memo:
@@ -557,20 +560,20 @@ def run_piece(
                 audio_memo[cond, seed] = (d.audio, d.record)
         return audio_memo[cond, seed]
 
-    def frames_for(cond: str | None, seed: int) -> tuple[np.ndarray, np.ndarray, list]:
-        if not clean_frames:
+    def frames_for(cond: str | None, seed: int, size: Size) -> tuple[np.ndarray, np.ndarray, list]:
+        if size not in clean_frames:
             from avfusion.data import rectified_frames  # imports torch: only when needed
 
-            frames, times = rectified_frames(perf, *RECT_SIZE_PX)
+            frames, times = rectified_frames(perf, *size)
             keep = times < end_s + 0.5
-            clean_frames.append((np.asarray(frames[keep]), np.asarray(times[keep])))
-        frames, times = clean_frames[0]
+            clean_frames[size] = (np.asarray(frames[keep]), np.asarray(times[keep]))
+        frames, times = clean_frames[size]
         if cond is None:
             return frames, times, []
-        if (cond, seed) not in frames_memo:
+        if (cond, seed, size) not in frames_memo:
             rng = np.random.default_rng(draw_seed(perf.id, cond, seed))
-            frames_memo[cond, seed] = degrade_video(frames, cond, rng)
-        got, rec = frames_memo[cond, seed]
+            frames_memo[cond, seed, size] = degrade_video(frames, cond, rng)
+        got, rec = frames_memo[cond, seed, size]
         return got, times, rec
 
     todo: dict[Path, Cell] = {}  # one cell per missing output; others share it
@@ -589,7 +592,8 @@ def run_piece(
             frames = times = None
             v_rec: list[dict[str, Any]] = []
             if "video" in system.needs:
-                frames, times, v_rec = frames_for(cell.seen.video, cell.seen_seed)
+                size = getattr(system, "rect_size_px", RECT_SIZE_PX)
+                frames, times, v_rec = frames_for(cell.seen.video, cell.seen_seed, size)
             _write_record(env.out, cell, a_rec, v_rec)
             clip_id = f"{perf.id}/{cell.seen.text}"
             with _VideoFile(perf, system, cell, audio, work_dir) as video_path:

@@ -312,6 +312,12 @@ class AvfusionSystem:
         self.window_s = window_s_from_extra(self.extra, where)
         self.decode_config = DecodeConfig.from_extra(self.extra, where)
 
+    @property
+    def rect_size_px(self) -> tuple[int, int]:
+        """(width, height) of the rectified frames the checkpoint reads (pixels)."""
+        cfg = self.model.config
+        return int(cfg.rect_width_px), int(cfg.rect_height_px)
+
     def _frames(self, clip: Clip) -> tuple[np.ndarray, np.ndarray]:
         if clip.frames is None or clip.times_s is None:
             raise ValueError(

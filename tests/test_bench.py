@@ -398,6 +398,40 @@ def test_a_checkpoint_with_other_thresholds_is_refused_by_the_cache(tmp_path, co
                   report=False)  # fmt: skip
 
 
+def test_each_avfusion_model_reads_frames_rectified_at_its_own_size(
+    tmp_path, corpus, checkpoints, monkeypatch
+):
+    """A suite with two fusion models of different rectified sizes hands each its own frames
+    (not one size resized), degraded by the same video condition."""
+    import torch
+
+    from avfusion.model import AVTranscriber
+    from avfusion.model.checkpoint import save_checkpoint
+    from avfusion.model.config import preset
+    from eval.systems import AvfusionSystem
+
+    torch.manual_seed(0)
+    taller = preset("tiny", mode="fusion", rect_height_px=32, video_stem_stride=16)
+    save_checkpoint(AVTranscriber(taller), tmp_path / "taller",
+                    {"train_config": {"data": {"window_s": 1.0}}})  # fmt: skip
+    shapes: dict[str, set[tuple[int, ...]]] = {}
+    real = AvfusionSystem.transcribe
+
+    def spy(self, clip):
+        shapes.setdefault(self.name, set()).add(clip.frames.shape[1:])
+        return real(self, clip)
+
+    monkeypatch.setattr(AvfusionSystem, "transcribe", spy)
+    body = f"""
+        test_set: {{corpus: {corpus}, seconds: 1}}
+        conditions: [clean, video:blur]
+        systems: [{{name: small, checkpoint: {checkpoints / "fusion"}}},
+                  {{name: taller, checkpoint: {tmp_path / "taller"}}}]
+    """
+    run_suite(_suite(tmp_path, body), tmp_path / "out", device="cpu", progress=False, report=False)
+    assert shapes == {"small": {(16, 176)}, "taller": {(32, 176)}}
+
+
 # ------------------------------------------------------------------------------------ suites
 
 
@@ -475,6 +509,22 @@ def test_video_conditions_do_what_they_say():
         assert not np.array_equal(a, frames) and rec_a[0]["condition"] == cond
     blur, _ = degrade_video(frames, "video:blur@2px", rng)
     assert blur.std() < 0.3 * frames.std()  # white noise loses most of its variance
+    # the blur is written in pixels of the 416 x 40 frame: on a frame twice as large it blurs
+    # an edge twice as wide, so it is the same on the keyboard
+    def edge_sd(profile):  # a blurred step edge is a Gaussian CDF: 16 % to 84 % is 2 sd
+        level = profile.astype(float) / 255
+        return (np.interp(0.84, level, np.arange(len(level)))
+                - np.interp(0.16, level, np.arange(len(level)))) / 2  # fmt: skip
+
+    for h, w in ((40, 416), (80, 832)):
+        step_x = np.zeros((1, h, w), np.uint8)
+        step_x[..., w // 2 :] = 255
+        step_y = np.zeros((1, h, w), np.uint8)
+        step_y[:, h // 2 :] = 255
+        sd_x = edge_sd(degrade_video(step_x, "video:blur@3px", rng)[0][0, h // 2])
+        sd_y = edge_sd(degrade_video(step_y, "video:blur@3px", rng)[0][0, :, w // 2])
+        assert sd_x == pytest.approx(3.0 * w / 416, rel=0.05)
+        assert sd_y == pytest.approx(3.0 * h / 40, rel=0.05)
     dark, rec = degrade_video(frames, "video:lowlight@0.25", rng)
     assert abs(dark.mean() - 0.25 * frames.mean()) < 1.0 and rec[0]["noise_sd"] > 0
     occ, rec = degrade_video(frames, "video:occlusion@25%", rng)
@@ -745,7 +795,8 @@ def test_measure_models_routes_audio_and_video_conditions(
 ):
     """eval.measure_models: an audio condition reaches the audio and leaves the frames alone
     (the video-only model's clean result is reused), a ``video:`` condition darkens the frames
-    that every model with video sees, and a bad condition is refused before any work."""
+    that every model with video sees, each model reads frames rectified at its own size, and
+    a bad condition is refused before any work."""
     import json
 
     import numpy as np
@@ -759,13 +810,18 @@ def test_measure_models_routes_audio_and_video_conditions(
 
     torch.manual_seed(0)
     extra = {"train_config": {"data": {"window_s": 1.0}}}
-    for mode in ("fusion", "video"):
-        save_checkpoint(AVTranscriber(preset("tiny", mode=mode)), tmp_path / mode / "model", extra)
+    save_checkpoint(AVTranscriber(preset("tiny", mode="fusion")), tmp_path / "fusion" / "model",
+                    extra)  # fmt: skip
+    taller = preset("tiny", mode="video", rect_height_px=32, video_stem_stride=16)
+    save_checkpoint(AVTranscriber(taller), tmp_path / "video" / "model", extra)
     seen: list[tuple[str, str, float]] = []
+    shapes: dict[str, set[tuple[int, ...]]] = {"fusion": set(), "video": set()}
     real = AvfusionSystem.transcribe
 
     def spy(self, clip):
         seen.append((self.mode, clip.clip_id.split("|")[1], float(np.mean(clip.frames))))
+        shapes[self.mode].add(clip.frames.shape[1:])
+        assert len(clip.frames) == len(clip.times_s)
         return real(self, clip)
 
     monkeypatch.setattr(AvfusionSystem, "transcribe", spy)
@@ -785,6 +841,7 @@ def test_measure_models_routes_audio_and_video_conditions(
     n = len(PIECES)
     assert sorted(c for m, c, _ in seen if m == "fusion") == sorted(conds * n)
     assert sorted(c for m, c, _ in seen if m == "video") == sorted(["clean", conds[2]] * n)
+    assert shapes == {"fusion": {(16, 176)}, "video": {(32, 176)}}
     bright = {c: b for m, c, b in seen if m == "fusion"}
     assert bright["video:lowlight@0.2"] < 0.3 * bright["clean"]
     assert bright["pink@0db"] == bright["clean"]

@@ -40,8 +40,9 @@ VIDEO_KINDS: dict[str, VideoKind] = {
     k.name: k
     for k in (
         VideoKind("blur", "sigma_px", "px", 3.0, 0.1, 40.0,
-                  "Gaussian blur of this standard deviation in rectified pixels (a white key is "
-                  "8 px wide), as from a defocused or shaken camera"),
+                  "Gaussian blur of this standard deviation in pixels of the 416 x 40 rectified "
+                  "frame (a white key is 8 px wide; scaled to other frame sizes, so the blur is "
+                  "the same on the keyboard), as from a defocused or shaken camera"),
         VideoKind("lowlight", "gain", "", 0.25, 0.01, 1.0,
                   "brightness scaled by this gain, plus Gaussian sensor noise of "
                   "standard deviation 6 grey levels, then rounded to uint8"),
@@ -54,6 +55,11 @@ VIDEO_KINDS: dict[str, VideoKind] = {
     )
 }  # fmt: skip
 """The video conditions, written ``video:<name>`` or ``video:<name>@<value><unit>``."""
+
+BLUR_REFERENCE_PX: tuple[int, int] = (416, 40)
+"""(width, height) of the rectified frame in whose pixels ``video:blur`` is written: on a
+frame of another size the standard deviation is scaled by its width and height ratios, so a
+condition blurs the keyboard by the same millimetres for every model's frame size."""
 
 LOWLIGHT_NOISE_SD: float = 6.0
 """Sensor noise of ``video:lowlight``, grey levels (of 255)."""
@@ -117,7 +123,7 @@ def degrade_video(
     if frames.ndim != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 (T, H, W), got {frames.dtype} {frames.shape}")
     x = np.array(frames, dtype=np.uint8, copy=True)
-    n_frames, _, width = x.shape
+    n_frames, height, width = x.shape
     records: list[dict[str, Any]] = []
     for step in condition.split("+"):
         kind, value = parse_video_step(step)
@@ -126,8 +132,10 @@ def degrade_video(
             records.append(rec)
             continue
         if kind.name == "blur":
+            sx = value * width / BLUR_REFERENCE_PX[0]
+            sy = value * height / BLUR_REFERENCE_PX[1]
             for i in range(n_frames):
-                x[i] = cv2.GaussianBlur(x[i], (0, 0), value)
+                x[i] = cv2.GaussianBlur(x[i], (0, 0), sigmaX=sx, sigmaY=sy)
         elif kind.name == "lowlight":
             noise = rng.standard_normal(x.shape, dtype=np.float32) * LOWLIGHT_NOISE_SD
             y = x.astype(np.float32) * value + noise  # (T, H, W)
