@@ -403,6 +403,40 @@ def test_init_keeps_a_velocity_stack_unless_the_config_sets_one(tmp_path):
     assert torch.equal(start.onset_head.weight, resized.model.onset_head.weight)
 
 
+def test_init_with_larger_frames_resizes_the_video_stem_and_refuses_other_grids(tmp_path):
+    """--init with a config whose ``data:`` names larger rectified frames resizes the starting
+    model's video stem (`avfusion.train._with_resized_video`); an audio-only model, or a
+    config with another frame grid, is still refused."""
+    from dataclasses import asdict
+
+    import torch
+
+    from avfusion.data import DataConfig
+    from avfusion.model import AVTranscriber, preset
+    from avfusion.model.checkpoint import save_checkpoint
+    from avfusion.train import TrainConfig, TranscriptionSystem
+
+    dc = DataConfig()
+    for mode in ("fusion", "audio"):
+        save_checkpoint(AVTranscriber(preset("tiny", mode=mode, rect_width_px=dc.rect_width_px,
+                                             rect_height_px=dc.rect_height_px,
+                                             hop_length=dc.hop_length)), tmp_path / mode)  # fmt: skip
+    bigger = {"rect_width_px": 624, "rect_height_px": 2 * dc.rect_height_px}
+    system = TranscriptionSystem(
+        asdict(TrainConfig(model_preset="tiny", init_from=str(tmp_path / "fusion"), data=bigger))
+    )
+    cfg = system.model.config
+    assert (cfg.rect_width_px, cfg.rect_height_px, cfg.video_stem_stride) == (624, 80, 16)
+    assert system.model.video_encoder.stem[0].weight.shape[2] == 16
+    assert torch.isfinite(system.model.video_encoder.stem[0].weight).all()
+    with pytest.raises(ValueError, match="other data settings"):
+        TranscriptionSystem(asdict(TrainConfig(model_preset="tiny", mode="audio", data=bigger,
+                                               init_from=str(tmp_path / "audio"))))  # fmt: skip
+    with pytest.raises(ValueError, match="other data settings"):
+        TranscriptionSystem(asdict(TrainConfig(model_preset="tiny", data={"hop_length": 256},
+                                               init_from=str(tmp_path / "fusion"))))  # fmt: skip
+
+
 def test_distillation_loss_is_zero_at_the_teacher_and_only_where_weighted():
     """Soft-target BCE: its gradient vanishes where the student's logits equal the teacher's,
     it does not reach windows of weight 0, and with every weight 0 it is 0."""
