@@ -93,9 +93,9 @@ demo: setup
 # replaces fusion, then stage 14 (`models-reference`, about 1 h 45 min: a background-reference
 # video input channel for fusion's video path and for the video-only model) replaces fusion
 # and video-only.
-# Stages 8 (`models-rescore-cqt`), 9 (`models-timbre`) and 15 (`models-widevideo`) are
-# experiments, not bundled: experiments/runs/cpu-small-rescore-cqt/, cpu-small-timbre/ and
-# cpu-small-widevideo/.
+# Stages 8 (`models-rescore-cqt`), 9 (`models-timbre`), 15 (`models-widevideo`) and 16
+# (`models-highres`) are experiments, not bundled: experiments/runs/cpu-small-rescore-cqt/,
+# cpu-small-timbre/, cpu-small-widevideo/ and cpu-small-highres/.
 data/corpus/manifest.jsonl: | setup
 	$(VENV)/bin/avfusion synth --out data/corpus --hours 2 --seed 0 --workers 2
 
@@ -263,9 +263,11 @@ models-widevideo: data/corpus/manifest.jsonl data/noise/manifest.json
 	mkdir -p runs
 	$(call train_from_bundled,cpu-small-widevideo,fusion,widevideo)
 
-# Stage 16 (experiments/runs/cpu-small-highres): the bundled fusion model's video stem resized
-# for 624 x 80 rectified frames (416 x 40 before), its video path trained 400 steps, then the
-# rescorer refitted; first the key-down probe that motivated it (eval.probe_keys).
+# Stage 16 (an experiment, not bundled; experiments/runs/cpu-small-highres): the key-down probe
+# that motivated it (eval.probe_keys, about 9 min once the frames are cached), then the bundled
+# fusion model's video stem resized for 624 x 80 rectified frames (416 x 40 before), its video
+# path trained 400 steps and the rescorer refitted (about 1 h 20 min on 2 cores; rectifying
+# the corpus at 624 x 80 first takes about 15 min more and 9 GB of cache).
 models-highres: data/corpus/manifest.jsonl data/noise/manifest.json
 	mkdir -p runs
 	$(PY) -m eval.probe_keys --corpus data/corpus --sizes 416x40 624x80 416x80 624x40 \
