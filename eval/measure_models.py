@@ -7,8 +7,8 @@ other mir_eval metrics), and record the result with its config, learning curves 
 Each (performance, condition) is degraded with a seed derived from both, drawing noise from the
 bank's test half (its train half with ``--split validation``, so that a choice made there never
 hears the test noise); a ``video:…`` part of a condition degrades the rectified frames
-(:mod:`avfusion.noise.video`), rectified at each model's own frame size. Thresholds are those tuned on validation and stored with each
-model. When the split's performances come from more than one soundfont (validation: the two
+(:mod:`avfusion.noise.video`), rectified at each model's own frame size. Thresholds are those
+tuned on validation and stored with each model. When the split's performances come from more than one soundfont (validation: the two
 training soundfonts), the record also gives each soundfont's mean (``by_soundfont``).
 """
 
@@ -164,11 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         # each model reads the video rectified at its own size (the same frame times)
         video_by_size = {}
         for size in sizes:
-            f, t = (
-                (it.frames, it.times_s)
-                if size == (dc.rect_width_px, dc.rect_height_px)
-                else rectified_frames(perf, *size)
-            )
+            f, t = rectified_frames(perf, *size)  # cached: load_performance made dc's size
             keep = t < n / dc.sample_rate_hz + 0.5
             video_by_size[size] = (np.asarray(f[keep]), t[keep])
         video_rows: dict[str | None, dict[str, object]] = {}  # video part → video-only row
