@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from avfusion.fileio import atomic_path
+from avfusion.fileio import write_json
 from eval.machine import machine
 
 
@@ -108,10 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {"command": "python -m eval.speed " + " ".join(argv if argv is not None else sys.argv[1:]),
               "device": args.device, "machine": machine(), "clips": [f.name for f in folders],
               "seconds_per_clip": args.seconds, "systems": results}  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(json.dumps(record, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {write_json(args.out, record)}")
     return 0
 
 

@@ -879,3 +879,40 @@ def test_measurement_programs_name_what_is_missing_and_write_nothing(tmp_path, c
             main(args)
         assert info.value.code == 2 and named in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------ key probe
+
+
+def test_key_probe_features_see_a_darker_key_and_labels_follow_the_midi():
+    """eval.probe_keys: the three input channels (standardised frame, frame difference,
+    background reference), per-key features that single out a key drawn darker, key-down
+    labels from the notes' onset and offset, and sizes parsed or refused."""
+    import argparse
+
+    from avfusion.keyboard import key_x_spans_px
+    from avfusion.notes import Note
+    from eval.probe_keys import key_down, key_features, parse_size, video_channels
+
+    w, h, n = 416, 40, 6
+    frames = np.full((n, h, w), 200, np.uint8)
+    times = np.arange(n) / 30.0
+    lo, hi = key_x_spans_px(w)[39]  # C4 (MIDI 60), a white key
+    frames[3:, :, int(np.ceil(lo)) + 1 : int(np.floor(hi)) - 1] = 150  # pressed from frame 3
+    ch = video_channels(frames, times)
+    assert ch.shape == (3, n, h, w)
+    assert not ch[1, 0].any() and ch[1, 3].min() < 0  # the difference shows the change
+    feats, black = key_features(ch)
+    assert feats.shape == (n, 88, 3 * (h // 4 + 6)) and black.sum() == 36
+    frame_mean = feats[:, :, : h // 4].mean(axis=-1)  # channel 0, the bands
+    assert frame_mean[4].argmin() == 39 and frame_mean[0, 39] > frame_mean[4, 39]
+    ref_mean = feats[:, :, 2 * (h // 4 + 6) : 2 * (h // 4 + 6) + h // 4].mean(axis=-1)
+    # against the background (the median frame) the pressed key stands out, its neighbour not
+    assert ref_mean[4, 39] < -1.0 and abs(ref_mean[4, 38]) < 0.1
+    down = key_down(Notes.from_iterables([Note(0.05, 0.12, 60, 64)]), times)
+    assert down[:, 39].tolist() == [False, False, True, True, False, False]
+    assert down.sum() == 2
+    assert parse_size("624x80") == (624, 80)
+    for bad in ("624", "axb", "40x4"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_size(bad)
